@@ -1,0 +1,41 @@
+# The smallest real FineDiffusion run: a 2-block TieredDiT in pixel space on
+# the toy hierarchy (tools/make_toy_data.py), a few seconds on a laptop CPU.
+_base_ = ['./_base_/default_runtime.py']
+
+data_root = 'data/toy_hierarchy'
+# Subclass folders sort as 00_square_00, 00_square_01, 01_disc_00, ...
+sub2super = [0, 0, 1, 1]
+
+model = dict(
+    type='FineDiffusion',
+    backbone=dict(
+        type='TieredDiT',
+        num_classes=len(sub2super),
+        sub2super=sub2super,
+        arch=dict(depth=2, hidden_size=64, num_heads=4),
+        patch_size=4,
+        input_size=16,
+        in_channels=3),
+    data_preprocessor=dict(type='DataPreprocessor'))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile', key='gt'),
+    dict(type='Flip', keys=['gt'], direction='horizontal'),
+    dict(type='PackInputs', keys='gt'),
+]
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=0,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        type='BasicConditionalDataset',
+        data_root=data_root,
+        pipeline=train_pipeline))
+
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=40)
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.))
+
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+default_hooks = dict(
+    logger=dict(interval=10), checkpoint=dict(interval=20))
+log_processor = dict(window_size=10)

@@ -1,0 +1,48 @@
+"""Makes MMagic 1.2.0, MMEngine 0.10.7 and mmcv 2.1.0 run on current torch
+and numpy.
+
+The OpenMMLab stack is unmaintained since 2023-24. ``finediffusion``
+imports this module before anything else; in the project's environment a
+``.pth`` line also runs it at interpreter start (``tools/setup_env.sh``), so
+that a plain ``import mmagic.models`` works there too. Every fix is
+idempotent and says what breaks without it.
+"""
+import numpy as np
+import torch
+from mmengine.logging.history_buffer import HistoryBuffer
+
+# numpy 2 removed the alias np.bool8 (deprecated in numpy 1.24):
+# mmagic/utils/trans_utils.py uses it in a module-level dict, so
+# `import mmagic.models` raises AttributeError.
+if not hasattr(np, 'bool8'):
+    np.bool8 = np.bool_
+
+
+def _history_buffer_state(self: HistoryBuffer) -> dict:
+    """HistoryBuffer's pickled state without its table of methods.
+
+    MMEngine 0.10.7 pickles ``HistoryBuffer._statistics_methods`` (functions
+    such as ``HistoryBuffer.min``) into every checkpoint. Loading functions
+    needs ``getattr`` in the unpickler, which ``weights_only`` rightly refuses
+    and which would let a file reach any attribute of an allowed type. The
+    table is class-level and rebuilt at construction and in ``__setstate__``,
+    so leaving it out loses nothing.
+    """
+    return {k: v for k, v in vars(self).items() if k != 'statistics_methods'}
+
+
+# torch 2.6 made weights_only=True the default of torch.load, which MMEngine
+# calls without the argument for `resume` and `load_from`: its checkpoints
+# then fail with "Weights only load failed" (open-mmlab/mmengine#1621). We
+# keep weights_only and allow exactly the types MMEngine itself writes (the
+# message hub's HistoryBuffer and the numpy arrays and scalars in it), so a
+# file holding anything else, such as a downloaded one, is still refused.
+# numpy 1 pickles name numpy.core, numpy 2 pickles numpy._core.
+HistoryBuffer.__getstate__ = _history_buffer_state
+_multiarray = np._core.multiarray
+torch.serialization.add_safe_globals([
+    HistoryBuffer, np.ndarray, np.dtype, _multiarray._reconstruct,
+    _multiarray.scalar,
+    (_multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
+    (_multiarray.scalar, 'numpy.core.multiarray.scalar')
+] + [type(np.dtype(code)) for code in np.typecodes['All']])

@@ -1,0 +1,7 @@
+"""Models of FineDiffusion, registered into MMagic's registries."""
+from .dit_diffusion import DiTDiffusion
+from .finediffusion import FineDiffusion
+from .tiered_dit import TieredDiT
+from .tiered_embedder import TieredEmbedder
+
+__all__ = ['DiTDiffusion', 'FineDiffusion', 'TieredDiT', 'TieredEmbedder']

@@ -1,0 +1,75 @@
+"""Loading the official facebookresearch DiT checkpoints into a TieredDiT."""
+from typing import Dict, List
+
+import torch
+from mmengine.logging import print_log
+from torch import nn
+
+# The ImageNet class table (1000 classes + null): FineDiffusion learns a new
+# tiered table instead.
+IMAGENET_TABLE = 'y_embedder.embedding_table.weight'
+
+
+def load_official_dit(model: nn.Module, path: str) -> Dict[str, List[str]]:
+    """Copies an official DiT state dict into ``model`` by name.
+
+    The file is read with ``weights_only=True``: a downloaded checkpoint is
+    never unpickled. The ImageNet class table is skipped, LayerNorm scales
+    and offsets absent from the (non-affine) release keep their identity
+    initialization, and every other tensor must be present with the right
+    shape.
+
+    Args:
+        model (nn.Module): A :class:`TieredDiT`.
+        path (str): Path to e.g. ``DiT-XL-2-256x256.pt``.
+
+    Returns:
+        dict: ``skipped`` (checkpoint keys not loaded) and ``kept_init``
+        (model keys not in the checkpoint, left at their initialization).
+
+    Raises:
+        ValueError: When the file is not a DiT state dict, or a tensor is
+            missing or has another shape; the message names the key.
+    """
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    if not isinstance(state, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f'{path} is not a plain DiT state dict (expected '
+                         'a mapping of parameter names to tensors)')
+    own = model.state_dict()
+    if 'x_embedder.proj.weight' not in state:
+        raise ValueError(
+            f'{path} is not a DiT checkpoint: key x_embedder.proj.weight is '
+            f'missing (first keys: {sorted(state)[:5]})')
+    unexpected = sorted(set(state) - set(own))
+    if unexpected:
+        raise ValueError(f'{path} has keys that a TieredDiT lacks: '
+                         f'{unexpected[:10]}')
+    skipped = [IMAGENET_TABLE] if IMAGENET_TABLE in state else []
+    kept_init = []
+    to_load = {}
+    for key, value in own.items():
+        if key in ('y_embedder.embedding_table.weight', 'y_embedder.sub2super'):
+            kept_init.append(key)
+        elif key not in state:
+            if not _is_norm_affine(key):
+                raise ValueError(f'{path} lacks key {key} (shape '
+                                 f'{tuple(value.shape)})')
+            kept_init.append(key)
+        elif state[key].shape != value.shape:
+            raise ValueError(
+                f'{path}: key {key} has shape {tuple(state[key].shape)}, the '
+                f'model expects {tuple(value.shape)} (another model size, '
+                'patch size, input size or channel count?)')
+        else:
+            to_load[key] = state[key]
+    model.load_state_dict(to_load, strict=False)
+    print_log(
+        f'Loaded {len(to_load)} tensors from {path}; skipped {skipped}; '
+        f'kept {len(kept_init)} at init: {kept_init}', logger='current')
+    return dict(skipped=skipped, kept_init=kept_init)
+
+
+def _is_norm_affine(key: str) -> bool:
+    """Whether ``key`` is the scale or offset of one of DiT's LayerNorms."""
+    return key.rsplit('.', 2)[-2] in ('norm1', 'norm2', 'norm_final')

@@ -1,0 +1,178 @@
+"""The Gaussian diffusion of DiT/ADM: linear betas, learned-range variance.
+
+Training uses DiT's hybrid objective: epsilon MSE plus the variational bound
+(in bits per dimension) on the learned variance with the predicted mean
+detached (Nichol & Dhariwal, 2021, "Improved DDPM", eq. 16).
+"""
+import math
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import Tensor
+
+from mmagic.registry import DIFFUSION_SCHEDULERS
+
+
+def linear_betas(num_steps: int) -> Tensor:
+    """ADM's linear schedule, 1e-4 to 0.02 for 1000 steps, in float64."""
+    scale = 1000 / num_steps
+    return torch.linspace(scale * 1e-4, scale * 0.02, num_steps,
+                          dtype=torch.float64)
+
+
+def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor,
+              logvar2: Tensor) -> Tensor:
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise, nats."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) +
+                  (mean1 - mean2)**2 * torch.exp(-logvar2))
+
+
+def approx_std_normal_cdf(x: Tensor) -> Tensor:
+    """The tanh approximation of the standard normal CDF used by ADM."""
+    return 0.5 * (1.0 + torch.tanh(
+        math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor,
+                                        log_scale: Tensor) -> Tensor:
+    """Log-likelihood of data in [-1, 1] quantized to 256 bins, in nats."""
+    centered = x - mean
+    inv_std = torch.exp(-log_scale)
+    cdf_plus = approx_std_normal_cdf(inv_std * (centered + 1 / 255))
+    cdf_min = approx_std_normal_cdf(inv_std * (centered - 1 / 255))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_min = torch.log((1 - cdf_min).clamp(min=1e-12))
+    log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
+    # The two outermost bins extend to -inf and +inf.
+    return torch.where(
+        x < -0.999, log_cdf_plus,
+        torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
+
+
+def mean_flat(x: Tensor) -> Tensor:
+    """Mean over every dimension but the batch."""
+    return x.mean(dim=list(range(1, x.ndim)))
+
+
+@DIFFUSION_SCHEDULERS.register_module()
+class DiTDiffusion:
+    """Schedule and training objective of DiT (epsilon, learned range).
+
+    Tables are kept in float64 and gathered per step before the cast to the
+    data dtype, as in ADM, so that the loss equals the reference's.
+
+    Args:
+        num_timesteps (int): Training diffusion steps. Defaults to 1000.
+        betas (Tensor, optional): A custom schedule (used by respacing);
+            defaults to the linear schedule of ``num_timesteps`` steps.
+    """
+
+    def __init__(self,
+                 num_timesteps: int = 1000,
+                 betas: Optional[Tensor] = None) -> None:
+        betas = linear_betas(num_timesteps) if betas is None else betas.double()
+        self.num_timesteps = len(betas)
+        alphas = 1.0 - betas
+        cumprod = torch.cumprod(alphas, dim=0)
+        cumprod_prev = torch.cat([cumprod.new_ones(1), cumprod[:-1]])
+        self.betas = betas
+        self.alphas_cumprod = cumprod
+        self.sqrt_alphas_cumprod = cumprod.sqrt()
+        self.sqrt_one_minus_alphas_cumprod = (1.0 - cumprod).sqrt()
+        self.sqrt_recip_alphas_cumprod = (1.0 / cumprod).sqrt()
+        self.sqrt_recipm1_alphas_cumprod = (1.0 / cumprod - 1).sqrt()
+        posterior_var = betas * (1.0 - cumprod_prev) / (1.0 - cumprod)
+        # The posterior variance is 0 at t = 0: its log is clipped to t = 1.
+        self.posterior_log_variance_clipped = torch.log(
+            torch.cat([posterior_var[1:2], posterior_var[1:]]))
+        self.posterior_mean_coef1 = betas * cumprod_prev.sqrt() / (1.0 -
+                                                                   cumprod)
+        self.posterior_mean_coef2 = (1.0 - cumprod_prev) * alphas.sqrt() / (
+            1.0 - cumprod)
+        self.log_betas = torch.log(betas)
+
+    @staticmethod
+    def _at(table: Tensor, t: Tensor, like: Tensor) -> Tensor:
+        """Gathers ``table[t]`` and broadcasts it to the shape of ``like``."""
+        values = table.to(t.device)[t].to(like.dtype)
+        return values.reshape(-1, *([1] * (like.ndim - 1)))
+
+    def sample_timesteps(self, batch_size: int,
+                         device: torch.device) -> Tensor:
+        """Uniform training steps."""
+        return torch.randint(0, self.num_timesteps, (batch_size, ),
+                             device=device)
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Diffuses clean data ``x0`` to step ``t``."""
+        return (self._at(self.sqrt_alphas_cumprod, t, x0) * x0 +
+                self._at(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise)
+
+    def q_posterior(self, x0: Tensor, xt: Tensor, t: Tensor):
+        """Mean and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
+        mean = (self._at(self.posterior_mean_coef1, t, xt) * x0 +
+                self._at(self.posterior_mean_coef2, t, xt) * xt)
+        return mean, self._at(self.posterior_log_variance_clipped, t, xt)
+
+    def p_mean_variance(self, output: Tensor, xt: Tensor, t: Tensor,
+                        clip_denoised: bool = False) -> Dict[str, Tensor]:
+        """Mean and log-variance of p(x_{t-1} | x_t) from a model output.
+
+        Args:
+            output (Tensor): Model output, epsilon then variance values in
+                [-1, 1] along the channels (2C channels).
+            xt (Tensor): Noisy input at step ``t`` (C channels).
+            t (Tensor): Steps, shape (N, ).
+            clip_denoised (bool): Clip the predicted x0 to [-1, 1].
+        """
+        eps, var_values = output.split(xt.shape[1], dim=1)
+        min_log = self._at(self.posterior_log_variance_clipped, t, xt)
+        max_log = self._at(self.log_betas, t, xt)
+        frac = (var_values + 1) / 2
+        log_variance = frac * max_log + (1 - frac) * min_log
+        pred_x0 = (self._at(self.sqrt_recip_alphas_cumprod, t, xt) * xt -
+                   self._at(self.sqrt_recipm1_alphas_cumprod, t, xt) * eps)
+        if clip_denoised:
+            pred_x0 = pred_x0.clamp(-1, 1)
+        mean, _ = self.q_posterior(pred_x0, xt, t)
+        return dict(mean=mean, log_variance=log_variance, pred_x0=pred_x0)
+
+    def vb_terms_bpd(self, output: Tensor, x0: Tensor, xt: Tensor,
+                     t: Tensor) -> Tensor:
+        """Per-sample variational bound term in bits per dimension."""
+        true_mean, true_log_var = self.q_posterior(x0, xt, t)
+        pred = self.p_mean_variance(output, xt, t)
+        kl = mean_flat(
+            normal_kl(true_mean, true_log_var, pred['mean'],
+                      pred['log_variance'])) / math.log(2.0)
+        nll = -mean_flat(
+            discretized_gaussian_log_likelihood(
+                x0, pred['mean'], 0.5 * pred['log_variance'])) / math.log(2.0)
+        return torch.where(t == 0, nll, kl)
+
+    def training_losses(self,
+                        model_fn: Callable[[Tensor, Tensor], Tensor],
+                        x0: Tensor,
+                        t: Tensor,
+                        noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """DiT's hybrid loss per sample: epsilon MSE + VB on the variance.
+
+        Args:
+            model_fn (callable): Maps (x_t, t) to the model output (2C
+                channels).
+            x0 (Tensor): Clean data.
+            t (Tensor): Steps, shape (N, ).
+            noise (Tensor, optional): The noise; drawn when not given.
+
+        Returns:
+            dict: ``loss``, ``mse`` and ``vb``, each of shape (N, ).
+        """
+        noise = torch.randn_like(x0) if noise is None else noise
+        xt = self.q_sample(x0, t, noise)
+        output = model_fn(xt, t)
+        eps, var_values = output.split(x0.shape[1], dim=1)
+        # The VB term trains only the variance: the mean gets the MSE alone.
+        vb = self.vb_terms_bpd(
+            torch.cat([eps.detach(), var_values], dim=1), x0, xt, t)
+        mse = mean_flat((noise - eps)**2)
+        return dict(loss=mse + vb, mse=mse, vb=vb)

@@ -1,0 +1,296 @@
+"""DiT (Peebles & Xie, 2023) whose class table is a :class:`TieredEmbedder`.
+
+Module and parameter names follow the official DiT release, so its
+checkpoints load by name; the LayerNorms can be made affine (identity at
+init) so that FineDiffusion's PEFT can train their scale and offset.
+"""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+from mmagic.registry import MODELS
+from .checkpoint_io import load_official_dit
+from .tiered_embedder import TieredEmbedder
+
+# (depth, hidden size, heads) of the published model sizes.
+DIT_SIZES = {
+    'S': (12, 384, 6),
+    'B': (12, 768, 12),
+    'L': (24, 1024, 16),
+    'XL': (28, 1152, 16),
+}
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN modulation of tokens (N, T, D) by per-sample shift and scale."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def sincos_1d(dim: int, positions: Tensor) -> Tensor:
+    """[sin | cos] embedding of positions, DiT/MAE frequency layout."""
+    omega = torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.)
+    angles = positions.double().reshape(-1, 1) / 10000**omega
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int) -> Tensor:
+    """Fixed 2-D position embedding of a (grid_h, grid_w) patch grid.
+
+    The first half encodes the column and the second half the row: this is
+    the layout of the released DiT checkpoints (a meshgrid in x, y order).
+    """
+    rows, cols = torch.meshgrid(
+        torch.arange(grid_h), torch.arange(grid_w), indexing='ij')
+    return torch.cat(
+        [sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], dim=1).float()
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal features of the diffusion step followed by an MLP."""
+
+    def __init__(self, hidden_size: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(freq_dim, hidden_size), nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, t: Tensor) -> Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(
+            half, dtype=torch.float32, device=t.device) / half)
+        angles = t.float()[:, None] * freqs[None]
+        features = torch.cat([angles.cos(), angles.sin()], dim=-1)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping p x p patches to tokens by a strided convolution."""
+
+    def __init__(self, patch_size: int, in_channels: int,
+                 hidden_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(
+            in_channels, hidden_size, patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.num_heads,
+                                      d // self.num_heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(n, t, d))
+
+
+class Mlp(nn.Module):
+    """Two-layer MLP with tanh-approximated GELU."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU(approximate='tanh')
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DiTBlock(nn.Module):
+    """Transformer block conditioned by adaLN-Zero (shift, scale, gate)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float,
+                 affine_norms: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(
+            hidden_size, eps=1e-6, elementwise_affine=affine_norms)
+        self.attn = Attention(hidden_size, num_heads)
+        self.norm2 = nn.LayerNorm(
+            hidden_size, eps=1e-6, elementwise_affine=affine_norms)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(
+            nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        (shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp,
+         gate_mlp) = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + gate_attn.unsqueeze(1) * self.attn(
+            modulate(self.norm1(x), shift_attn, scale_attn))
+        return x + gate_mlp.unsqueeze(1) * self.mlp(
+            modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated norm and a linear map from tokens to patches."""
+
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int,
+                 affine_norms: bool) -> None:
+        super().__init__()
+        self.norm_final = nn.LayerNorm(
+            hidden_size, eps=1e-6, elementwise_affine=affine_norms)
+        self.linear = nn.Linear(hidden_size,
+                                patch_size * patch_size * out_channels)
+        self.adaLN_modulation = nn.Sequential(
+            nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+@MODELS.register_module()
+class TieredDiT(BaseModule):
+    """Diffusion Transformer conditioned on tiered (sub/super) class rows.
+
+    Args:
+        num_classes (int): Number of subclasses.
+        sub2super (Sequence[int]): Superclass id of every subclass.
+        arch (str or dict): Model size, one of 'S', 'B', 'L', 'XL', or a dict
+            with ``depth``, ``hidden_size`` and ``num_heads`` (tiny models for
+            tests and demos). Defaults to 'XL'.
+        patch_size (int): Patch size, 2, 4 or 8. Defaults to 2.
+        input_size (int or tuple[int, int]): Spatial size of the input
+            (latent) image. Defaults to 32 (256 px images through the SD-VAE).
+        in_channels (int): Input channels. Defaults to 4 (SD-VAE latents).
+        learn_sigma (bool): Also predict the variance interpolation, which
+            doubles the output channels. Defaults to True.
+        mlp_ratio (float): MLP width over hidden size. Defaults to 4.
+        affine_norms (bool): Give every LayerNorm a scale and offset
+            (identity at init). Defaults to True.
+        super_prob (float): Training probability of replacing a label by its
+            superclass. Defaults to 0.1.
+        null_prob (float, optional): Training probability of replacing a label
+            by a null row (standard CFG); None builds no null row.
+        pretrained (str, optional): An official DiT checkpoint, loaded by
+            :meth:`init_weights` after the random initialization.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 sub2super: Sequence[int],
+                 arch: Union[str, Dict[str, int]] = 'XL',
+                 patch_size: int = 2,
+                 input_size: Union[int, Tuple[int, int]] = 32,
+                 in_channels: int = 4,
+                 learn_sigma: bool = True,
+                 mlp_ratio: float = 4.0,
+                 affine_norms: bool = True,
+                 super_prob: float = 0.1,
+                 null_prob: Optional[float] = None,
+                 pretrained: Optional[str] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if isinstance(arch, dict):
+            depth, hidden_size, num_heads = (arch['depth'], arch['hidden_size'],
+                                             arch['num_heads'])
+        elif arch in DIT_SIZES:
+            depth, hidden_size, num_heads = DIT_SIZES[arch]
+        else:
+            raise ValueError(f'arch must be one of {list(DIT_SIZES)} or a '
+                             f'dict, got {arch!r}')
+        height, width = ((input_size, input_size) if isinstance(
+            input_size, int) else tuple(input_size))
+        if height % patch_size or width % patch_size:
+            raise ValueError(f'input_size {input_size} is not a multiple of '
+                             f'patch_size {patch_size}')
+        self.patch_size = patch_size
+        self.grid = (height // patch_size, width // patch_size)
+        self.in_channels = in_channels
+        self.out_channels = in_channels * 2 if learn_sigma else in_channels
+        self.pretrained = pretrained
+
+        self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
+        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.y_embedder = TieredEmbedder(
+            num_classes,
+            sub2super,
+            hidden_size,
+            super_prob=super_prob,
+            null_prob=null_prob)
+        # A frozen parameter rather than a buffer: the official checkpoints
+        # store it and DiT's parameter counts include it.
+        self.pos_embed = nn.Parameter(
+            sincos_2d(hidden_size, *self.grid)[None], requires_grad=False)
+        self.blocks = nn.ModuleList([
+            DiTBlock(hidden_size, num_heads, mlp_ratio, affine_norms)
+            for _ in range(depth)
+        ])
+        self.final_layer = FinalLayer(hidden_size, patch_size,
+                                      self.out_channels, affine_norms)
+
+    def init_weights(self) -> None:
+        """DiT's initialization, then the official checkpoint if given.
+
+        adaLN-Zero: every modulation and the output projection start at
+        zero, so each block starts as the identity.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        proj = self.x_embedder.proj
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        nn.init.zeros_(proj.bias)
+        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        for param in (*self.final_layer.adaLN_modulation[-1].parameters(),
+                      *self.final_layer.linear.parameters()):
+            nn.init.zeros_(param)
+        with torch.no_grad():
+            self.pos_embed.copy_(sincos_2d(self.pos_embed.shape[-1],
+                                           *self.grid)[None])
+        if self.pretrained:
+            self.load_official(self.pretrained)
+        # Keeps MMEngine from running init_cfg initializers over the weights.
+        self._is_init = True
+
+    def load_official(self, path: str) -> Dict[str, List[str]]:
+        """Loads an official DiT checkpoint (see :func:`load_official_dit`)."""
+        return load_official_dit(self, path)
+
+    def unpatchify(self, x: Tensor) -> Tensor:
+        """Tokens (N, T, p*p*C) back to images (N, C, H, W)."""
+        p, (h, w), c = self.patch_size, self.grid, self.out_channels
+        x = x.reshape(x.shape[0], h, w, p, p, c)
+        return x.permute(0, 5, 1, 3, 2, 4).reshape(x.shape[0], c, h * p, w * p)
+
+    def forward(self, x: Tensor, t: Tensor, rows: Tensor) -> Tensor:
+        """Predicts noise (and variance values) for a batch.
+
+        Args:
+            x (Tensor): Noisy inputs, shape (N, C, H, W).
+            t (Tensor): Diffusion steps, shape (N, ).
+            rows (Tensor): Rows of the tiered class table, shape (N, ); see
+                :meth:`TieredEmbedder.rows`.
+
+        Returns:
+            Tensor: Shape (N, out_channels, H, W).
+        """
+        tokens = self.x_embedder(x) + self.pos_embed
+        c = self.t_embedder(t) + self.y_embedder(rows)
+        for block in self.blocks:
+            tokens = block(tokens, c)
+        return self.unpatchify(self.final_layer(tokens, c))

@@ -1,0 +1,57 @@
+"""The plugin's modules register into MMagic's registries under new names."""
+import json
+import subprocess
+import sys
+
+import diffusers
+
+# Every registration the plugin makes, by registry.
+OURS = {
+    'DIFFUSION_SCHEDULERS': ['DiTDiffusion'],
+    'MODELS': ['FineDiffusion', 'TieredDiT', 'TieredEmbedder'],
+}
+
+# Lists what importing the plugin adds to MMagic's fully populated
+# registries, in a fresh interpreter so that nothing was registered before.
+_PROBE = '''
+import json
+import mmagic.registry as registries
+from mmagic.utils import register_all_modules
+
+def names():
+    return {name: set(getattr(registries, name).module_dict)
+            for name in dir(registries) if name.isupper()
+            and hasattr(getattr(registries, name), 'module_dict')}
+
+register_all_modules()
+before = names()
+import finediffusion
+after = names()
+print(json.dumps({name: sorted(after[name] - before[name])
+                  for name in after if after[name] - before[name]}))
+'''
+
+
+def test_plugin_adds_exactly_its_modules_to_mmagic_registries():
+    result = subprocess.run([sys.executable, '-c', _PROBE],
+                            capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == OURS
+
+
+def test_plugin_names_are_not_diffusers_class_names():
+    # MMagic registers every diffusers class under its own name.
+    ours = {name for names in OURS.values() for name in names}
+    assert not ours & set(dir(diffusers))
+
+
+def test_registered_classes_are_the_plugins():
+    import mmagic.registry as registries
+
+    import finediffusion  # noqa: F401
+
+    for registry, names in OURS.items():
+        for name in names:
+            module = getattr(registries, registry).get(name).__module__
+            assert module.startswith('finediffusion.'), (name, module)
