@@ -1,5 +1,7 @@
 # The smallest real FineDiffusion run: a 2-block TieredDiT in pixel space on
 # the toy hierarchy (tools/make_toy_data.py), a few seconds on a laptop CPU.
+# It trains from scratch, so every parameter trains ('full'); the PEFT
+# configs start from a pretrained DiT instead.
 _base_ = ['./_base_/default_runtime.py']
 
 data_root = 'data/toy_hierarchy'
@@ -16,6 +18,9 @@ model = dict(
         patch_size=4,
         input_size=16,
         in_channels=3),
+    trainable='full',
+    ema_decay=0.999,
+    sample_steps=25,
     data_preprocessor=dict(type='DataPreprocessor'))
 
 train_pipeline = [
@@ -33,7 +38,10 @@ train_dataloader = dict(
         pipeline=train_pipeline))
 
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=40)
-optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.))
+optim_wrapper = dict(
+    constructor='PEFTOptimWrapperConstructor',
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.))
+custom_hooks = [dict(type='PEFTFreezeHook'), dict(type='TrainableEMAHook')]
 
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
 default_hooks = dict(

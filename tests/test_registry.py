@@ -8,7 +8,10 @@ import diffusers
 # Every registration the plugin makes, by registry.
 OURS = {
     'DIFFUSION_SCHEDULERS': ['DiTDiffusion'],
-    'MODELS': ['FineDiffusion', 'TieredDiT', 'TieredEmbedder'],
+    'HOOKS': ['PEFTFreezeHook', 'TrainableEMAHook'],
+    'MODELS': ['FineDiffusion', 'FineGrainedCFG', 'TieredDiT',
+               'TieredEmbedder'],
+    'OPTIM_WRAPPER_CONSTRUCTORS': ['PEFTOptimWrapperConstructor'],
 }
 
 # Lists what importing the plugin adds to MMagic's fully populated

@@ -15,9 +15,9 @@ def load_official_dit(model: nn.Module, path: str) -> Dict[str, List[str]]:
 
     The file is read with ``weights_only=True``: a downloaded checkpoint is
     never unpickled. The ImageNet class table is skipped, LayerNorm scales
-    and offsets absent from the (non-affine) release keep their identity
-    initialization, and every other tensor must be present with the right
-    shape.
+    and offsets and DiffFit block scales, absent from the release, keep their
+    identity initialization, and every other tensor must be present with the
+    right shape.
 
     Args:
         model (nn.Module): A :class:`TieredDiT`.
@@ -52,7 +52,7 @@ def load_official_dit(model: nn.Module, path: str) -> Dict[str, List[str]]:
         if key in ('y_embedder.embedding_table.weight', 'y_embedder.sub2super'):
             kept_init.append(key)
         elif key not in state:
-            if not _is_norm_affine(key):
+            if not _is_new_in_tiered_dit(key):
                 raise ValueError(f'{path} lacks key {key} (shape '
                                  f'{tuple(value.shape)})')
             kept_init.append(key)
@@ -70,6 +70,9 @@ def load_official_dit(model: nn.Module, path: str) -> Dict[str, List[str]]:
     return dict(skipped=skipped, kept_init=kept_init)
 
 
-def _is_norm_affine(key: str) -> bool:
-    """Whether ``key`` is the scale or offset of one of DiT's LayerNorms."""
-    return key.rsplit('.', 2)[-2] in ('norm1', 'norm2', 'norm_final')
+def _is_new_in_tiered_dit(key: str) -> bool:
+    """Whether ``key`` is a parameter DiT lacks: an affine LayerNorm's scale
+    or offset, or a DiffFit block scale (all identity at init)."""
+    parts = key.split('.')
+    return (len(parts) > 1 and parts[-2] in ('norm1', 'norm2', 'norm_final')
+            or parts[-1] in ('scale_attn', 'scale_mlp'))

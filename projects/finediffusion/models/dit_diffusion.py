@@ -5,7 +5,7 @@ Training uses DiT's hybrid objective: epsilon MSE plus the variational bound
 detached (Nichol & Dhariwal, 2021, "Improved DDPM", eq. 16).
 """
 import math
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -49,6 +49,22 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor,
         torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
 
+def space_timesteps(num_timesteps: int, steps: int) -> List[int]:
+    """``steps`` training steps evenly spaced over ``num_timesteps``, first
+    and last included, rounded as ADM's ``space_timesteps`` does."""
+    if not 1 <= steps <= num_timesteps:
+        raise ValueError(f'cannot take {steps} of {num_timesteps} steps')
+    if steps == 1:
+        return [0]
+    stride = (num_timesteps - 1) / (steps - 1)
+    kept, position = [], 0.0
+    for _ in range(steps):
+        kept.append(round(position))
+        # Accumulated, not multiplied: the same floats, so the same rounding.
+        position += stride
+    return kept
+
+
 def mean_flat(x: Tensor) -> Tensor:
     """Mean over every dimension but the batch."""
     return x.mean(dim=list(range(1, x.ndim)))
@@ -65,13 +81,18 @@ class DiTDiffusion:
         num_timesteps (int): Training diffusion steps. Defaults to 1000.
         betas (Tensor, optional): A custom schedule (used by respacing);
             defaults to the linear schedule of ``num_timesteps`` steps.
+        timestep_map (list[int], optional): The model timestep of each step
+            of a respaced schedule; defaults to the identity.
     """
 
     def __init__(self,
                  num_timesteps: int = 1000,
-                 betas: Optional[Tensor] = None) -> None:
+                 betas: Optional[Tensor] = None,
+                 timestep_map: Optional[List[int]] = None) -> None:
         betas = linear_betas(num_timesteps) if betas is None else betas.double()
         self.num_timesteps = len(betas)
+        self.timestep_map = torch.tensor(
+            timestep_map if timestep_map is not None else range(len(betas)))
         alphas = 1.0 - betas
         cumprod = torch.cumprod(alphas, dim=0)
         cumprod_prev = torch.cat([cumprod.new_ones(1), cumprod[:-1]])
@@ -176,3 +197,51 @@ class DiTDiffusion:
             torch.cat([eps.detach(), var_values], dim=1), x0, xt, t)
         mse = mean_flat((noise - eps)**2)
         return dict(loss=mse + vb, mse=mse, vb=vb)
+
+    def respaced(self, steps: int) -> 'DiTDiffusion':
+        """The same process on ``steps`` evenly spaced steps (ADM respacing).
+
+        Keeps the cumulative alphas of the kept steps and derives the betas
+        that join them; the model is still called with original timesteps.
+        """
+        kept = space_timesteps(self.num_timesteps, steps)
+        cumprod = self.alphas_cumprod[kept]
+        previous = torch.cat([cumprod.new_ones(1), cumprod[:-1]])
+        return DiTDiffusion(
+            betas=1 - cumprod / previous,
+            timestep_map=self.timestep_map[kept].tolist())
+
+    @torch.no_grad()
+    def p_sample_loop(self,
+                      model_fn: Callable[[Tensor, Tensor], Tensor],
+                      noise: Tensor,
+                      generator: Optional[torch.Generator] = None,
+                      progress: bool = False) -> Tensor:
+        """Ancestral sampling from ``noise`` down to x0.
+
+        Args:
+            model_fn (callable): Maps (x_t, model timesteps) to the model
+                output (2C channels), e.g. a guided model.
+            noise (Tensor): x_T.
+            generator (torch.Generator, optional): Draws the noise of each
+                step, on ``noise``'s device.
+            progress (bool): Show a progress bar.
+
+        Returns:
+            Tensor: The sample x0 (not clipped).
+        """
+        x = noise
+        steps = range(self.num_timesteps - 1, -1, -1)
+        if progress:
+            from tqdm import tqdm
+            steps = tqdm(steps, desc='sampling', leave=False)
+        for i in steps:
+            t = torch.full((len(x), ), i, device=x.device, dtype=torch.long)
+            out = self.p_mean_variance(
+                model_fn(x, self.timestep_map.to(x.device)[t]), x, t)
+            if i == 0:
+                return out['mean']
+            z = torch.randn(
+                x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = out['mean'] + torch.exp(0.5 * out['log_variance']) * z
+        return x

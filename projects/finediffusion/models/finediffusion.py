@@ -1,5 +1,5 @@
 """FineDiffusion: a pretrained DiT fine-tuned to a two-tier taxonomy."""
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from mmengine.model import BaseModel
@@ -7,6 +7,9 @@ from torch import Tensor, nn
 
 from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
 from mmagic.structures import DataSample
+from .ema import TrainableEMA
+from .guidance import FineGrainedCFG
+from .peft import apply_trainable
 
 ModelType = Union[dict, nn.Module]
 
@@ -18,16 +21,29 @@ SD_VAE_SCALE = 0.18215
 class FineDiffusion(BaseModel):
     """Class-conditional latent diffusion with a tiered class table.
 
-    The VAE is frozen; what of the backbone trains is decided by the PEFT
-    freeze (see :class:`PEFTFreezeHook`). Training follows
+    The VAE is frozen, and of the backbone only ``trainable`` trains: the
+    freeze is applied here, at construction, so that it is in place before
+    MMEngine wraps the model in DDP. Training follows
     :meth:`BaseModel.train_step` (preprocess, ``forward(mode='loss')``,
-    update), so MMEngine's DDP wrapper drives it unchanged.
+    update), which MMEngine's DDP wrapper drives unchanged; the EMA of the
+    trainable parameters is updated by :class:`TrainableEMAHook`.
 
     Args:
         backbone (dict or nn.Module): A :class:`TieredDiT`.
-        vae (dict or nn.Module, optional): A diffusers AutoencoderKL (through
-            MMagic's wrapper). None trains in pixel space. Defaults to None.
+        vae (dict or nn.Module, optional): A diffusers AutoencoderKL through
+            MMagic's wrapper, e.g. ``dict(type='AutoencoderKL',
+            from_pretrained='path/to/sd-vae-ft-ema')``. None works in pixel
+            space. Defaults to None.
+        trainable (str or list[str]): A preset of :data:`peft.PRESETS`
+            ('finediffusion', 'bitfit', 'difffit', 'full') or fnmatch
+            patterns over backbone parameter names. Defaults to
+            'finediffusion'.
+        ema_decay (float, optional): Decay of the EMA of the trainable
+            parameters; None keeps no EMA. Defaults to 0.9999 (DiT).
         diffusion (dict): The :class:`DiTDiffusion` config.
+        guidance (dict): The :class:`FineGrainedCFG` config used to sample.
+        sample_steps (int): Respaced DDPM steps used to sample. Defaults to
+            250 (the paper's FID setting).
         latent_scale (float): Factor applied to VAE latents. Defaults to
             0.18215 (SD-VAE).
         data_preprocessor (dict, optional): Defaults to MMagic's
@@ -38,7 +54,11 @@ class FineDiffusion(BaseModel):
     def __init__(self,
                  backbone: ModelType,
                  vae: Optional[ModelType] = None,
+                 trainable: Union[str, Sequence[str]] = 'finediffusion',
+                 ema_decay: Optional[float] = 0.9999,
                  diffusion: dict = dict(type='DiTDiffusion'),
+                 guidance: dict = dict(type='FineGrainedCFG'),
+                 sample_steps: int = 250,
                  latent_scale: float = SD_VAE_SCALE,
                  data_preprocessor: Optional[dict] = dict(
                      type='DataPreprocessor'),
@@ -49,23 +69,35 @@ class FineDiffusion(BaseModel):
         self.vae = _build(vae) if vae is not None else None
         if self.vae is not None:
             self.vae.requires_grad_(False)
+        self.trainable = apply_trainable(self.backbone, trainable)
+        self.ema = (TrainableEMA(self.backbone, self.trainable, ema_decay)
+                    if ema_decay is not None else None)
         self.diffusion = DIFFUSION_SCHEDULERS.build(diffusion)
+        self.guidance = _build(guidance)
+        self.sample_steps = sample_steps
         self.latent_scale = latent_scale
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
-        """Images in [-1, 1] to (scaled, sampled) latents; identity without
-        a VAE."""
+        """Images in [-1, 1] to scaled, sampled latents (identity without a
+        VAE)."""
         if self.vae is None:
             return images
         return self.vae.encode(images).latent_dist.sample() * self.latent_scale
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> Tensor:
+        """Latents to images in about [-1, 1] (identity without a VAE)."""
+        if self.vae is None:
+            return latents
+        return self.vae.decode(latents / self.latent_scale).sample
 
     def loss(self, inputs: Tensor,
              data_samples: DataSample) -> Dict[str, Tensor]:
         """DiT's hybrid loss on a batch of images and subclass labels."""
         x0 = self.encode(inputs)
-        labels = data_samples.gt_label.label.to(x0.device).long().flatten()
-        rows = self.backbone.y_embedder.drop_labels(labels)
+        rows = self.backbone.y_embedder.drop_labels(
+            self._labels(data_samples, x0.device))
         t = self.diffusion.sample_timesteps(len(x0), x0.device)
         terms = self.diffusion.training_losses(
             lambda xt, steps: self.backbone(xt, steps, rows), x0, t)
@@ -75,14 +107,81 @@ class FineDiffusion(BaseModel):
             mse=terms['mse'].mean().detach(),
             vb=terms['vb'].mean().detach())
 
+    @torch.no_grad()
+    def sample(self,
+               labels: Tensor,
+               num_steps: Optional[int] = None,
+               guidance: Optional[FineGrainedCFG] = None,
+               scale: Union[float, Tensor, None] = None,
+               generator: Optional[torch.Generator] = None,
+               use_ema: bool = True,
+               progress: bool = False) -> Tensor:
+        """Generates images of subclass ``labels`` with the respaced DDPM.
+
+        Args:
+            labels (Tensor): Subclass ids, (N, ).
+            num_steps (int, optional): Defaults to ``sample_steps``.
+            guidance (FineGrainedCFG, optional): Defaults to the model's.
+            scale (float or Tensor, optional): Overrides the guidance scale.
+            generator (torch.Generator, optional): For x_T and step noise.
+            use_ema (bool): Sample with the EMA weights. Defaults to True.
+            progress (bool): Show a progress bar.
+
+        Returns:
+            Tensor: Images in [-1, 1], (N, 3, H, W).
+        """
+        guidance = guidance or self.guidance
+        process = self.diffusion.respaced(num_steps or self.sample_steps)
+        grid_h, grid_w = self.backbone.grid
+        p = self.backbone.patch_size
+        noise = torch.randn((len(labels), self.backbone.in_channels,
+                             grid_h * p, grid_w * p),
+                            generator=generator,
+                            device=labels.device)
+
+        def model_fn(x: Tensor, t: Tensor) -> Tensor:
+            return guidance(self.backbone, x, t, labels, scale)
+
+        if use_ema and self.ema is not None:
+            with self.ema.swapped_in(self.backbone):
+                x0 = process.p_sample_loop(model_fn, noise, generator,
+                                           progress)
+        else:
+            x0 = process.p_sample_loop(model_fn, noise, generator, progress)
+        return self.decode(x0).clamp(-1, 1)
+
+    def predict(self, data_samples: DataSample) -> List[DataSample]:
+        """One generated image per data sample, of its ``gt_label`` class.
+
+        Returns:
+            list[DataSample]: Each with ``fake_img`` in [0, 255] (MMagic's
+            generation metrics' form) and ``gt_label``.
+        """
+        labels = self._labels(data_samples, self.data_preprocessor.device)
+        images = self.sample(labels)
+        fake = self.data_preprocessor.destruct(images, data_samples)
+        outputs = []
+        for image, label in zip(fake, labels):
+            sample = DataSample(fake_img=image)
+            sample.set_gt_label(label)
+            outputs.append(sample)
+        return outputs
+
     def forward(self,
-                inputs: Tensor,
+                inputs: Optional[Tensor],
                 data_samples: Optional[DataSample] = None,
                 mode: str = 'loss') -> Union[Dict[str, Tensor], List]:
-        """Only ``mode='loss'`` is supported so far."""
+        """``loss``: training losses; ``predict``: generated samples."""
         if mode == 'loss':
             return self.loss(inputs, data_samples)
-        raise NotImplementedError(f'FineDiffusion.forward mode {mode!r}')
+        if mode == 'predict':
+            return self.predict(data_samples)
+        raise ValueError(f"FineDiffusion supports modes 'loss' and "
+                         f"'predict', got {mode!r}")
+
+    @staticmethod
+    def _labels(data_samples: DataSample, device: torch.device) -> Tensor:
+        return data_samples.gt_label.label.to(device).long().flatten()
 
 
 def _build(cfg: ModelType) -> nn.Module:

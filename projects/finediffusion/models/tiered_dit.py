@@ -115,7 +115,7 @@ class DiTBlock(nn.Module):
     """Transformer block conditioned by adaLN-Zero (shift, scale, gate)."""
 
     def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float,
-                 affine_norms: bool) -> None:
+                 affine_norms: bool, block_scales: bool) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(
             hidden_size, eps=1e-6, elementwise_affine=affine_norms)
@@ -125,14 +125,22 @@ class DiTBlock(nn.Module):
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(
             nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+        if block_scales:
+            # DiffFit's learnable residual scales, identity at init.
+            self.scale_attn = nn.Parameter(torch.ones(1))
+            self.scale_mlp = nn.Parameter(torch.ones(1))
+        else:
+            self.scale_attn = self.scale_mlp = None
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         (shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp,
          gate_mlp) = self.adaLN_modulation(c).chunk(6, dim=1)
-        x = x + gate_attn.unsqueeze(1) * self.attn(
+        attn = gate_attn.unsqueeze(1) * self.attn(
             modulate(self.norm1(x), shift_attn, scale_attn))
-        return x + gate_mlp.unsqueeze(1) * self.mlp(
+        x = x + (attn if self.scale_attn is None else self.scale_attn * attn)
+        mlp = gate_mlp.unsqueeze(1) * self.mlp(
             modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x + (mlp if self.scale_mlp is None else self.scale_mlp * mlp)
 
 
 class FinalLayer(nn.Module):
@@ -172,6 +180,8 @@ class TieredDiT(BaseModule):
         mlp_ratio (float): MLP width over hidden size. Defaults to 4.
         affine_norms (bool): Give every LayerNorm a scale and offset
             (identity at init). Defaults to True.
+        block_scales (bool): Give every block DiffFit's learnable scales of
+            its two residual branches (1 at init). Defaults to False.
         super_prob (float): Training probability of replacing a label by its
             superclass. Defaults to 0.1.
         null_prob (float, optional): Training probability of replacing a label
@@ -191,6 +201,7 @@ class TieredDiT(BaseModule):
                  learn_sigma: bool = True,
                  mlp_ratio: float = 4.0,
                  affine_norms: bool = True,
+                 block_scales: bool = False,
                  super_prob: float = 0.1,
                  null_prob: Optional[float] = None,
                  pretrained: Optional[str] = None,
@@ -228,11 +239,15 @@ class TieredDiT(BaseModule):
         self.pos_embed = nn.Parameter(
             sincos_2d(hidden_size, *self.grid)[None], requires_grad=False)
         self.blocks = nn.ModuleList([
-            DiTBlock(hidden_size, num_heads, mlp_ratio, affine_norms)
-            for _ in range(depth)
+            DiTBlock(hidden_size, num_heads, mlp_ratio, affine_norms,
+                     block_scales) for _ in range(depth)
         ])
         self.final_layer = FinalLayer(hidden_size, patch_size,
                                       self.out_channels, affine_norms)
+        # At construction, not when the Runner initializes the model: the
+        # pretrained weights must also be there for test-only runs, which
+        # skip initialization. Marked initialized, the Runner leaves them be.
+        self.init_weights()
 
     def init_weights(self) -> None:
         """DiT's initialization, then the official checkpoint if given.
@@ -247,6 +262,9 @@ class TieredDiT(BaseModule):
             elif isinstance(module, nn.LayerNorm) and module.weight is not None:
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+            elif isinstance(module, DiTBlock) and module.scale_attn is not None:
+                nn.init.ones_(module.scale_attn)
+                nn.init.ones_(module.scale_mlp)
         proj = self.x_embedder.proj
         nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
         nn.init.zeros_(proj.bias)
@@ -264,7 +282,6 @@ class TieredDiT(BaseModule):
                                            *self.grid)[None])
         if self.pretrained:
             self.load_official(self.pretrained)
-        # Keeps MMEngine from running init_cfg initializers over the weights.
         self._is_init = True
 
     def load_official(self, path: str) -> Dict[str, List[str]]:

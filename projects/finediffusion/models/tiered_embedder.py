@@ -88,12 +88,16 @@ class TieredEmbedder(BaseModule):
     def drop_labels(self, labels: Tensor) -> Tensor:
         """Rows for training: labels replaced by super or null at random.
 
+        In eval mode the labels are returned unchanged.
+
         Args:
             labels (Tensor): Subclass ids, shape (N, ).
 
         Returns:
             Tensor: Row ids, shape (N, ).
         """
+        if not self.training:
+            return labels
         draw = torch.rand(labels.shape, device=labels.device)
         rows = torch.where(draw < self.super_prob, self.rows(labels, 'super'),
                            labels)

@@ -1,0 +1,66 @@
+"""Which backbone parameters train: FineDiffusion's PEFT set and baselines."""
+from fnmatch import fnmatchcase
+from typing import List, Sequence, Union
+
+from torch import nn
+
+# Parameter-name patterns (fnmatch) of the trainable sets compared in the
+# paper. Names are relative to the TieredDiT backbone.
+PRESETS = {
+    # Tiered class table, every bias, LayerNorm scales (their offsets are
+    # biases): FineDiffusion's PEFT.
+    'finediffusion': ('y_embedder.*', '*.bias', '*norm*.weight'),
+    # Biases only (Ben Zaken et al., 2022).
+    'bitfit': ('*.bias', ),
+    # DiffFit (Xie et al., 2023): biases, norms, class table and the learnable
+    # per-block scales (TieredDiT(block_scales=True)).
+    'difffit': ('y_embedder.*', '*.bias', '*norm*.weight', '*.scale_attn',
+                '*.scale_mlp'),
+    'full': ('*', ),
+}
+
+# The fixed sin-cos position embedding never trains.
+NEVER_TRAINABLE = ('pos_embed', )
+
+
+def resolve_patterns(trainable: Union[str, Sequence[str]]) -> List[str]:
+    """A preset name or a list of fnmatch patterns, as a list of patterns."""
+    if isinstance(trainable, str):
+        if trainable not in PRESETS:
+            raise ValueError(f'unknown trainable preset {trainable!r}; use '
+                             f'one of {sorted(PRESETS)} or a list of '
+                             'parameter-name patterns')
+        return list(PRESETS[trainable])
+    return list(trainable)
+
+
+def apply_trainable(module: nn.Module,
+                    trainable: Union[str, Sequence[str]]) -> List[str]:
+    """Freezes every parameter of ``module`` but those matching ``trainable``.
+
+    Args:
+        module (nn.Module): Usually the TieredDiT backbone.
+        trainable (str or list[str]): A key of :data:`PRESETS` or fnmatch
+            patterns over parameter names.
+
+    Returns:
+        list[str]: Names of the trainable parameters.
+
+    Raises:
+        ValueError: When a pattern matches no parameter (a typo would
+            otherwise silently freeze what was meant to train).
+    """
+    patterns = resolve_patterns(trainable)
+    names = [name for name, _ in module.named_parameters()]
+    unmatched = [p for p in patterns if not any(fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        raise ValueError(f'trainable patterns {unmatched} match no parameter '
+                         f'(names look like {names[:3]})')
+    chosen = []
+    for name, param in module.named_parameters():
+        train = name not in NEVER_TRAINABLE and any(
+            fnmatchcase(name, p) for p in patterns)
+        param.requires_grad_(train)
+        if train:
+            chosen.append(name)
+    return chosen
