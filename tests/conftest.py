@@ -5,7 +5,11 @@ import pytest
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
 from finediffusion.datasets import write_toy_hierarchy
+from mmagic.utils import register_all_modules
 from mmengine.config import Config
+
+# Builds outside a Runner resolve names in MMagic's scope, as in a Runner.
+register_all_modules(init_default_scope=True)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CONFIG = osp.join(REPO, 'configs', 'finediffusion_tiny_cpu.py')
