@@ -6,6 +6,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from mmagic.registry import HOOKS
+from ..models.checkpoint_io import delta_keys
 
 DATA_BATCH = Optional[dict]
 
@@ -66,8 +67,7 @@ class PEFTFreezeHook(Hook):
 
     def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         model = _unwrap(runner)
-        keep = {n for n, p in model.named_parameters() if p.requires_grad}
-        keep.update(n for n, _ in model.named_buffers())
+        keep = set(delta_keys(model))
         checkpoint['state_dict'] = {
             k: v
             for k, v in checkpoint['state_dict'].items() if k in keep

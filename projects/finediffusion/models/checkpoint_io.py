@@ -1,9 +1,13 @@
-"""Loading the official facebookresearch DiT checkpoints into a TieredDiT."""
+"""Checkpoint files: official DiT weights in, PEFT deltas out and in."""
+import json
 from typing import Dict, List
 
 import torch
 from mmengine.logging import print_log
+from safetensors.torch import load_file, save_file
 from torch import nn
+
+DELTA_FORMAT = 'finediffusion-delta/1'
 
 # The ImageNet class table (1000 classes + null): FineDiffusion learns a new
 # tiered table instead.
@@ -76,3 +80,79 @@ def _is_new_in_tiered_dit(key: str) -> bool:
     parts = key.split('.')
     return (len(parts) > 1 and parts[-2] in ('norm1', 'norm2', 'norm_final')
             or parts[-1] in ('scale_attn', 'scale_mlp'))
+
+
+def delta_keys(model: nn.Module) -> List[str]:
+    """State-dict keys a PEFT checkpoint keeps: the trainable parameters and
+    every buffer (the EMA, the taxonomy). The rest is the base model's."""
+    params = dict(model.named_parameters())
+    return [
+        key for key in model.state_dict()
+        if key not in params or params[key].requires_grad
+    ]
+
+
+def export_delta(checkpoint: str, out: str, use_ema: bool = True) -> dict:
+    """Writes the backbone's trained tensors of a training checkpoint as a
+    safetensors delta that applies to the official base weights.
+
+    Args:
+        checkpoint (str): A checkpoint written by a FineDiffusion training
+            run (with :class:`PEFTFreezeHook`).
+        out (str): Output ``.safetensors`` path.
+        use_ema (bool): Export the EMA weights (what DiT samples with).
+            Defaults to True.
+
+    Returns:
+        dict: The metadata written with the tensors.
+    """
+    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    meta = ckpt.get('meta', {})
+    if 'peft' not in meta:
+        raise ValueError(f'{checkpoint} was not written by a FineDiffusion '
+                         'run with PEFTFreezeHook (no meta.peft)')
+    state = ckpt['state_dict']
+    tensors = {}
+    for name in meta['peft']['trainable']:
+        source = f'ema.{name.replace(".", "__")}' if use_ema else ''
+        if source not in state:
+            source = f'backbone.{name}'
+        tensors[f'backbone.{name}'] = state[source].contiguous()
+    tensors['backbone.y_embedder.sub2super'] = state[
+        'backbone.y_embedder.sub2super']
+    metadata = dict(
+        format=DELTA_FORMAT,
+        source=str(checkpoint),
+        iter=str(meta.get('iter', '')),
+        weights='ema' if use_ema else 'raw',
+        trainable=json.dumps(meta['peft']['trainable']))
+    save_file(tensors, out, metadata=metadata)
+    return metadata
+
+
+def load_delta(model: nn.Module, path: str) -> List[str]:
+    """Loads a delta written by :func:`export_delta` into a FineDiffusion
+    whose backbone holds the base weights.
+
+    Returns:
+        list[str]: The keys loaded.
+
+    Raises:
+        ValueError: When a key is unknown or has another shape (e.g. a delta
+            trained for another number of classes); the message names it.
+    """
+    tensors = load_file(path)
+    own = model.state_dict()
+    for key, value in tensors.items():
+        if key not in own:
+            raise ValueError(f'{path}: key {key} is not in the model')
+        if own[key].shape != value.shape:
+            raise ValueError(
+                f'{path}: key {key} has shape {tuple(value.shape)}, the model '
+                f'expects {tuple(own[key].shape)} (another taxonomy or model '
+                'size?)')
+    model.load_state_dict(tensors, strict=False)
+    if getattr(model, 'ema', None) is not None:
+        # Sampling uses the EMA: it must hold the delta's weights too.
+        model.ema.copy_from(model.backbone)
+    return sorted(tensors)

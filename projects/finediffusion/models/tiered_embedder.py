@@ -47,7 +47,10 @@ class TieredEmbedder(BaseModule):
                  null_prob: Optional[float] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        sub2super = torch.as_tensor(list(sub2super), dtype=torch.long)
+        # On the CPU even when the model is built on the meta device: the
+        # taxonomy is checked now.
+        sub2super = torch.as_tensor(
+            list(sub2super), dtype=torch.long, device='cpu')
         if num_superclasses is None:
             num_superclasses = int(sub2super.max()) + 1 if len(sub2super) else 0
         _check_taxonomy(num_classes, num_superclasses, sub2super)

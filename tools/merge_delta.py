@@ -1,0 +1,32 @@
+"""Merges the official DiT weights and a FineDiffusion delta into one file.
+
+Writes the full backbone state dict (safetensors) of the sampler-ready model.
+
+Example:
+    python tools/merge_delta.py configs/finediffusion_inat.py delta.safetensors \\
+        merged.safetensors --base checkpoints/DiT-XL-2-256x256.pt
+"""
+import argparse
+
+from safetensors.torch import save_file
+
+from finediffusion.inference import build_from_delta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='the training config')
+    parser.add_argument('delta', help='delta from tools/export_delta.py')
+    parser.add_argument('out', help='output (.safetensors)')
+    parser.add_argument(
+        '--base', help='official DiT checkpoint (default: the config\'s '
+        'model.backbone.pretrained)')
+    args = parser.parse_args()
+    model = build_from_delta(args.config, args.delta, base=args.base)
+    state = {k: v.contiguous() for k, v in model.backbone.state_dict().items()}
+    save_file(state, args.out)
+    print(f'wrote {len(state)} tensors to {args.out}')
+
+
+if __name__ == '__main__':
+    main()
