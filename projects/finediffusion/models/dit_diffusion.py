@@ -111,11 +111,15 @@ class DiTDiffusion:
         self.posterior_mean_coef2 = (1.0 - cumprod_prev) * alphas.sqrt() / (
             1.0 - cumprod)
         self.log_betas = torch.log(betas)
+        self._device_tables: Dict[tuple, Tensor] = {}
 
-    @staticmethod
-    def _at(table: Tensor, t: Tensor, like: Tensor) -> Tensor:
+    def _at(self, table: Tensor, t: Tensor, like: Tensor) -> Tensor:
         """Gathers ``table[t]`` and broadcasts it to the shape of ``like``."""
-        values = table.to(t.device)[t].to(like.dtype)
+        # Tables stay on the CPU; one copy per device, not one per call.
+        key = (id(table), t.device)
+        if key not in self._device_tables:
+            self._device_tables[key] = table.to(t.device)
+        values = self._device_tables[key][t].to(like.dtype)
         return values.reshape(-1, *([1] * (like.ndim - 1)))
 
     def sample_timesteps(self, batch_size: int,
@@ -237,8 +241,8 @@ class DiTDiffusion:
             steps = tqdm(steps, desc='sampling', leave=False)
         for i in steps:
             t = torch.full((len(x), ), i, device=x.device, dtype=torch.long)
-            out = self.p_mean_variance(
-                model_fn(x, self.timestep_map.to(x.device)[t]), x, t)
+            model_t = self._at(self.timestep_map, t, t)
+            out = self.p_mean_variance(model_fn(x, model_t), x, t)
             if i == 0:
                 return out['mean']
             z = torch.randn(

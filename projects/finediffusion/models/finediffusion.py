@@ -10,6 +10,7 @@ from mmagic.structures import DataSample
 from .ema import TrainableEMA
 from .guidance import FineGrainedCFG
 from .peft import apply_trainable
+from .solvers import build_solver, solver_sample_loop
 
 ModelType = Union[dict, nn.Module]
 
@@ -42,8 +43,11 @@ class FineDiffusion(BaseModel):
             parameters; None keeps no EMA. Defaults to 0.9999 (DiT).
         diffusion (dict): The :class:`DiTDiffusion` config.
         guidance (dict): The :class:`FineGrainedCFG` config used to sample.
-        sample_steps (int): Respaced DDPM steps used to sample. Defaults to
-            250 (the paper's FID setting).
+        sampler (dict, optional): A diffusers scheduler config to sample with
+            (e.g. ``dict(type='DPMSolverMultistepScheduler')``); None uses
+            ADM's respaced DDPM, DiT's reference sampler. Defaults to None.
+        sample_steps (int): Sampling steps. Defaults to 250 (the paper's FID
+            setting, respaced DDPM).
         latent_scale (float): Factor applied to VAE latents. Defaults to
             0.18215 (SD-VAE).
         data_preprocessor (dict, optional): Defaults to MMagic's
@@ -58,6 +62,7 @@ class FineDiffusion(BaseModel):
                  ema_decay: Optional[float] = 0.9999,
                  diffusion: dict = dict(type='DiTDiffusion'),
                  guidance: dict = dict(type='FineGrainedCFG'),
+                 sampler: Optional[dict] = None,
                  sample_steps: int = 250,
                  latent_scale: float = SD_VAE_SCALE,
                  data_preprocessor: Optional[dict] = dict(
@@ -74,6 +79,7 @@ class FineDiffusion(BaseModel):
                     if ema_decay is not None else None)
         self.diffusion = DIFFUSION_SCHEDULERS.build(diffusion)
         self.guidance = _build(guidance)
+        self.sampler = sampler
         self.sample_steps = sample_steps
         self.latent_scale = latent_scale
 
@@ -96,8 +102,11 @@ class FineDiffusion(BaseModel):
              data_samples: DataSample) -> Dict[str, Tensor]:
         """DiT's hybrid loss on a batch of images and subclass labels."""
         x0 = self.encode(inputs)
-        rows = self.backbone.y_embedder.drop_labels(
-            self._labels(data_samples, x0.device))
+        return self.latent_loss(x0, self._labels(data_samples, x0.device))
+
+    def latent_loss(self, x0: Tensor, labels: Tensor) -> Dict[str, Tensor]:
+        """DiT's hybrid loss on (scaled) latents and subclass labels."""
+        rows = self.backbone.y_embedder.drop_labels(labels)
         t = self.diffusion.sample_timesteps(len(x0), x0.device)
         terms = self.diffusion.training_losses(
             lambda xt, steps: self.backbone(xt, steps, rows), x0, t)
@@ -113,15 +122,18 @@ class FineDiffusion(BaseModel):
                num_steps: Optional[int] = None,
                guidance: Optional[FineGrainedCFG] = None,
                scale: Union[float, Tensor, None] = None,
+               sampler: Optional[dict] = None,
                generator: Optional[torch.Generator] = None,
                use_ema: bool = True,
                progress: bool = False) -> Tensor:
-        """Generates images of subclass ``labels`` with the respaced DDPM.
+        """Generates images of subclass ``labels``.
 
         Args:
             labels (Tensor): Subclass ids, (N, ).
             num_steps (int, optional): Defaults to ``sample_steps``.
             guidance (FineGrainedCFG, optional): Defaults to the model's.
+            sampler (dict, optional): A diffusers scheduler config; defaults
+                to the model's ``sampler`` (None: respaced DDPM).
             scale (float or Tensor, optional): Overrides the guidance scale.
             generator (torch.Generator, optional): For x_T and step noise.
             use_ema (bool): Sample with the EMA weights. Defaults to True.
@@ -131,7 +143,8 @@ class FineDiffusion(BaseModel):
             Tensor: Images in [-1, 1], (N, 3, H, W).
         """
         guidance = guidance or self.guidance
-        process = self.diffusion.respaced(num_steps or self.sample_steps)
+        sampler = sampler or self.sampler
+        steps = num_steps or self.sample_steps
         grid_h, grid_w = self.backbone.grid
         p = self.backbone.patch_size
         noise = torch.randn((len(labels), self.backbone.in_channels,
@@ -142,12 +155,19 @@ class FineDiffusion(BaseModel):
         def model_fn(x: Tensor, t: Tensor) -> Tensor:
             return guidance(self.backbone, x, t, labels, scale)
 
+        def run() -> Tensor:
+            if sampler is None:
+                return self.diffusion.respaced(steps).p_sample_loop(
+                    model_fn, noise, generator, progress)
+            return solver_sample_loop(
+                build_solver(sampler), model_fn, noise, steps, generator,
+                progress)
+
         if use_ema and self.ema is not None:
             with self.ema.swapped_in(self.backbone):
-                x0 = process.p_sample_loop(model_fn, noise, generator,
-                                           progress)
+                x0 = run()
         else:
-            x0 = process.p_sample_loop(model_fn, noise, generator, progress)
+            x0 = run()
         return self.decode(x0).clamp(-1, 1)
 
     def predict(self, data_samples: DataSample) -> List[DataSample]:
