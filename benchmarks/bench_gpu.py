@@ -98,8 +98,11 @@ def train_case(trainable: str, batch: int, bf16: bool, compile_: bool,
 
 
 def sample_case(model: FineDiffusion, vae: AutoencoderKL, batch: int,
-                sampler, steps: int, compile_: bool) -> dict:
-    model.vae = vae
+                sampler, steps: int, compile_: bool, bf16_weights: bool) -> dict:
+    """Autocast over float32 weights (upstream style), or weights in bf16."""
+    dtype = torch.bfloat16 if bf16_weights else torch.float32
+    model.to(dtype)
+    model.vae = vae.to(dtype)
     backbone = model.backbone
     if compile_:
         # Attribute access (y_embedder, grid, ...) passes through.
@@ -107,7 +110,7 @@ def sample_case(model: FineDiffusion, vae: AutoencoderKL, batch: int,
     labels = torch.randint(0, NUM_CLASSES, (batch, ), device='cuda')
 
     def run():
-        with torch.autocast('cuda', torch.bfloat16):
+        with torch.autocast('cuda', torch.bfloat16, enabled=not bf16_weights):
             return model.sample(labels, num_steps=steps, sampler=sampler,
                                 use_ema=False)
 
@@ -121,6 +124,7 @@ def sample_case(model: FineDiffusion, vae: AutoencoderKL, batch: int,
     return dict(
         sampler=sampler['type'] if sampler else 'ddpm-respaced',
         steps=steps, batch=batch, compiled=compile_, guidance='fine_grained',
+        weights='bf16' if bf16_weights else 'fp32+autocast',
         img_per_s=round(batch / seconds, 2), first_call_s=round(first, 1))
 
 
@@ -164,8 +168,9 @@ def main() -> None:
         model.guidance = FineGrainedCFG(scale=4.0)
         vae = sd_vae()
         dpm = dict(type='DPMSolverMultistepScheduler')
-        for case in [(8, None, 250, False), (256, None, 250, True),
-                     (256, dpm, 25, True)]:
+        for case in [(8, None, 250, False, False),
+                     (256, None, 250, True, True),
+                     (256, dpm, 25, True, True)]:
             record('sample', case, lambda *c: sample_case(model, vae, *c))
     print(json.dumps(out))
 

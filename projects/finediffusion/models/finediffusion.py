@@ -96,7 +96,9 @@ class FineDiffusion(BaseModel):
         """Latents to images in about [-1, 1] (identity without a VAE)."""
         if self.vae is None:
             return latents
-        return self.vae.decode(latents / self.latent_scale).sample
+        dtype = next(self.vae.parameters()).dtype
+        return self.vae.decode(
+            (latents / self.latent_scale).to(dtype)).sample.float()
 
     def loss(self, inputs: Tensor,
              data_samples: DataSample) -> Dict[str, Tensor]:
@@ -152,8 +154,12 @@ class FineDiffusion(BaseModel):
                             generator=generator,
                             device=labels.device)
 
+        # The sampler's state stays float32 when the backbone runs in bf16.
+        dtype = self.backbone.pos_embed.dtype
+
         def model_fn(x: Tensor, t: Tensor) -> Tensor:
-            return guidance(self.backbone, x, t, labels, scale)
+            return guidance(self.backbone, x.to(dtype), t, labels,
+                            scale).float()
 
         def run() -> Tensor:
             if sampler is None:
