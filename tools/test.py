@@ -1,21 +1,37 @@
-"""Evaluates a checkpoint with the MMEngine Runner's test loop.
+"""Evaluates a checkpoint or a delta with the MMEngine Runner's test loop.
+
+Runs the config's test evaluators (e.g. FID, LPIPS diversity, classifier
+fidelity) and writes their figures to WORK_DIR/metrics.json.
 
 Example:
-    python tools/test.py CONFIG CHECKPOINT --work-dir work_dirs/eval
+    python tools/test.py CONFIG delta.safetensors --work-dir work_dirs/eval
 """
 import argparse
+import json
 import os
 import os.path as osp
 
-import finediffusion  # noqa: F401  (compatibility fixes before mmagic loads)
+import finediffusion  # noqa: F401,I001  (compatibility fixes first)
+from finediffusion.models.checkpoint_io import load_delta
 from mmengine.config import Config, DictAction
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
+
+
+class KeepMetrics(Hook):
+    """Keeps the test metrics: MMagic's MultiTestLoop.run returns None."""
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        self.metrics = metrics
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test a model')
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint to evaluate')
+    parser.add_argument(
+        'checkpoint', help='training checkpoint (.pth) or delta '
+        '(.safetensors, applied to the config\'s base weights)')
     parser.add_argument('--work-dir', help='where logs and metrics go')
     parser.add_argument(
         '--cfg-options',
@@ -41,8 +57,22 @@ def main() -> None:
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = args.checkpoint
-    Runner.from_cfg(cfg).test()
+    delta = args.checkpoint.endswith('.safetensors')
+    cfg.load_from = None if delta else args.checkpoint
+    runner = Runner.from_cfg(cfg)
+    if delta:
+        model = runner.model
+        load_delta(model.module if is_model_wrapper(model) else model,
+                   args.checkpoint)
+    keep = KeepMetrics()
+    runner.register_hook(keep, priority='LOWEST')
+    runner.test()
+    metrics = keep.metrics
+    path = osp.join(cfg.work_dir, 'metrics.json')
+    with open(path, 'w') as f:
+        json.dump(metrics, f, indent=2, default=float)
+    print(json.dumps(metrics, indent=2, default=float))
+    print(f'metrics written to {path}')
 
 
 if __name__ == '__main__':

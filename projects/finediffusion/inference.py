@@ -1,11 +1,14 @@
-"""Building a sampler-ready FineDiffusion from a config, a base and a delta."""
+"""Building a sampler-ready FineDiffusion from a config and trained weights."""
+import json
 from typing import Optional, Union
 
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
+from safetensors import safe_open
 
 from mmagic.registry import MODELS
+from .datasets.taxonomy import Taxonomy, taxonomy_of
 from .models.checkpoint_io import load_delta
 
 
@@ -33,3 +36,47 @@ def build_from_delta(config: Union[str, Config],
         model = MODELS.build(model_cfg)
     load_delta(model, delta)
     return model.to(device).eval()
+
+
+def load_for_sampling(
+        config: Union[str, Config],
+        weights: str,
+        base: Optional[str] = None,
+        device: Union[str, torch.device] = 'cpu'):
+    """A model and its taxonomy from a delta or a training checkpoint.
+
+    Args:
+        config (str or Config): The training config.
+        weights (str): A ``.safetensors`` delta, or a ``.pth`` checkpoint
+            written by a training run of this project (PEFT-trimmed or full).
+        base (str, optional): The official DiT checkpoint; defaults to the
+            config's ``model.backbone.pretrained``.
+        device (str or torch.device): Where the model goes.
+
+    Returns:
+        tuple: The FineDiffusion (eval mode) and its :class:`Taxonomy`.
+    """
+    if weights.endswith('.safetensors'):
+        model = build_from_delta(config, weights, base, device)
+        with safe_open(weights, framework='pt') as f:
+            meta = f.metadata() or {}
+        taxonomy = (Taxonomy.from_dict(json.loads(meta['taxonomy']))
+                    if 'taxonomy' in meta else None)
+    else:
+        cfg = Config.fromfile(config) if isinstance(config, str) else config
+        model_cfg = cfg.model.copy()
+        if base is not None:
+            model_cfg.backbone.pretrained = base
+        with DefaultScope.overwrite_default_scope('mmagic'):
+            model = MODELS.build(model_cfg)
+        ckpt = torch.load(weights, map_location='cpu', weights_only=True)
+        state = ckpt.get('state_dict', ckpt)
+        # Frozen tensors absent from a PEFT checkpoint keep the base's values.
+        model.load_state_dict(state, strict='peft' not in ckpt.get('meta', {}))
+        taxonomy = taxonomy_of(
+            ckpt.get('meta', {}).get('dataset_meta'),
+            model.backbone.y_embedder.sub2super.tolist())
+        model = model.to(device).eval()
+    if taxonomy is None:
+        taxonomy = Taxonomy.unnamed(model.backbone.y_embedder.sub2super.tolist())
+    return model, taxonomy

@@ -7,6 +7,8 @@ from mmengine.logging import print_log
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..datasets.taxonomy import taxonomy_of
+
 DELTA_FORMAT = 'finediffusion-delta/1'
 
 # The ImageNet class table (1000 classes + null): FineDiffusion learns a new
@@ -104,7 +106,8 @@ def export_delta(checkpoint: str, out: str, use_ema: bool = True) -> dict:
             Defaults to True.
 
     Returns:
-        dict: The metadata written with the tensors.
+        dict: The metadata written with the tensors, the class-name table
+        (``taxonomy``) among them.
     """
     ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
     meta = ckpt.get('meta', {})
@@ -118,9 +121,11 @@ def export_delta(checkpoint: str, out: str, use_ema: bool = True) -> dict:
         if source not in state:
             source = f'backbone.{name}'
         tensors[f'backbone.{name}'] = state[source].contiguous()
-    tensors['backbone.y_embedder.sub2super'] = state[
-        'backbone.y_embedder.sub2super']
+    sub2super = state['backbone.y_embedder.sub2super']
+    tensors['backbone.y_embedder.sub2super'] = sub2super
+    taxonomy = taxonomy_of(meta.get('dataset_meta'), sub2super.tolist())
     metadata = dict(
+        taxonomy=json.dumps(taxonomy.to_dict()),
         format=DELTA_FORMAT,
         source=str(checkpoint),
         iter=str(meta.get('iter', '')),

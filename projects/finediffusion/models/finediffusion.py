@@ -176,15 +176,30 @@ class FineDiffusion(BaseModel):
             x0 = run()
         return self.decode(x0).clamp(-1, 1)
 
-    def predict(self, data_samples: DataSample) -> List[DataSample]:
+    def predict(self, inputs: Optional[dict],
+                data_samples: DataSample) -> List[DataSample]:
         """One generated image per data sample, of its ``gt_label`` class.
+
+        Args:
+            inputs (dict, optional): MMagic's generation request:
+                ``sample_model`` ('ema' or 'orig') and ``sample_kwargs``
+                (``num_steps``, ``scale``, ``sampler``, ``guidance`` as a
+                :class:`FineGrainedCFG` config).
+            data_samples (DataSample): The requested labels (``gt_label``).
 
         Returns:
             list[DataSample]: Each with ``fake_img`` in [0, 255] (MMagic's
             generation metrics' form) and ``gt_label``.
         """
+        request = inputs if isinstance(inputs, dict) else {}
+        options = dict(request.get('sample_kwargs') or {})
+        if isinstance(options.get('guidance'), dict):
+            options['guidance'] = FineGrainedCFG(**options['guidance'])
         labels = self._labels(data_samples, self.data_preprocessor.device)
-        images = self.sample(labels)
+        images = self.sample(
+            labels,
+            use_ema=request.get('sample_model', 'ema') == 'ema',
+            **options)
         fake = self.data_preprocessor.destruct(images, data_samples)
         outputs = []
         for image, label in zip(fake, labels):
@@ -201,7 +216,7 @@ class FineDiffusion(BaseModel):
         if mode == 'loss':
             return self.loss(inputs, data_samples)
         if mode == 'predict':
-            return self.predict(data_samples)
+            return self.predict(inputs, data_samples)
         raise ValueError(f"FineDiffusion supports modes 'loss' and "
                          f"'predict', got {mode!r}")
 

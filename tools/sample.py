@@ -1,0 +1,146 @@
+"""Generates images for classes given by id or name, with a labelled grid.
+
+Classes: ids, subclass names (scientific or common) or superclass names (all
+their subclasses), from the taxonomy saved with the weights. Writes
+OUT/grid.png (a row per class, labelled; a superclass's subclasses adjacent)
+and OUT/<id>_<name>/<n>.png.
+
+Examples:
+    python tools/sample.py CONFIG delta.safetensors --classes "Danaus plexippus" Aves -n 4
+    python tools/sample.py CONFIG iter_1000.pth --classes 3 7 --sampler dpm++ --steps 25
+"""
+import argparse
+import os
+import os.path as osp
+import re
+from typing import List
+
+import torch
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+import finediffusion  # noqa: F401,I001  (compatibility fixes first)
+from finediffusion.inference import load_for_sampling
+from finediffusion.models import FineGrainedCFG
+
+SAMPLERS = {
+    'ddpm': None,
+    'ddim': dict(type='DDIMScheduler'),
+    'dpm++': dict(type='DPMSolverMultistepScheduler'),
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='the training config')
+    parser.add_argument('weights', help='a delta (.safetensors) or a '
+                        'training checkpoint (.pth)')
+    parser.add_argument('--base', help='official DiT checkpoint (default: '
+                        "the config's model.backbone.pretrained)")
+    parser.add_argument('--classes', nargs='+', required=True,
+                        help='class ids, subclass or superclass names')
+    parser.add_argument('-n', '--per-class', type=int, default=4)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--guidance', default='fine_grained',
+                        choices=['fine_grained', 'standard', 'none'])
+    parser.add_argument('--scale', type=float, default=4.0)
+    parser.add_argument('--sampler', default='ddpm', choices=sorted(SAMPLERS))
+    parser.add_argument('--steps', type=int, default=None,
+                        help='default: 250 for ddpm, 25 otherwise')
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help='default: 64 on a GPU, 8 on the CPU; halved '
+                        'on out-of-memory')
+    parser.add_argument('--device', default=None,
+                        help='default: cuda when available')
+    parser.add_argument('--out', default='work_dirs/samples')
+    return parser.parse_args()
+
+
+def slug(name: str) -> str:
+    return re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')[:60]
+
+
+def generate(model, labels: torch.Tensor, args, batch_size: int) -> List:
+    """Images for ``labels`` in batches, halving the batch on OOM."""
+    guidance = FineGrainedCFG(args.guidance, args.scale)
+    steps = args.steps or (250 if args.sampler == 'ddpm' else 25)
+    images, start, index = [], 0, 0
+    bar = tqdm(total=len(labels), desc='images', unit='img')
+    while start < len(labels):
+        chunk = labels[start:start + batch_size]
+        generator = torch.Generator(labels.device).manual_seed(args.seed +
+                                                               index)
+        try:
+            out = model.sample(chunk, steps, guidance,
+                               sampler=SAMPLERS[args.sampler],
+                               generator=generator)
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size //= 2
+            torch.cuda.empty_cache()
+            continue
+        images.extend(out.cpu())
+        start += len(chunk)
+        index += 1
+        bar.update(len(chunk))
+    bar.close()
+    return images
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    array = ((image.clamp(-1, 1) + 1) * 127.5).round().byte()
+    return Image.fromarray(array.permute(1, 2, 0).numpy())
+
+
+def save_grid(rows: List[List[Image.Image]], labels: List[str],
+              path: str) -> None:
+    """A row of images per class, the class label on the left."""
+    zoom = max(1, 64 // rows[0][0].size[1])  # small images are enlarged
+    rows = [[im.resize((im.width * zoom, im.height * zoom), Image.NEAREST)
+             for im in row] for row in rows]
+    w, h = rows[0][0].size
+    label_w = max(160, 7 * max(len(s) for s in labels) + 10)
+    grid = Image.new('RGB', (label_w + w * len(rows[0]), h * len(rows)),
+                     'white')
+    draw = ImageDraw.Draw(grid)
+    for r, (images, label) in enumerate(zip(rows, labels)):
+        draw.text((5, r * h + h // 2 - 6), label, fill='black')
+        for c, image in enumerate(images):
+            grid.paste(image, (label_w + c * w, r * h))
+    grid.save(path)
+
+
+def main() -> None:
+    args = parse_args()
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    model, taxonomy = load_for_sampling(args.config, args.weights, args.base,
+                                        device)
+    classes = []
+    for query in args.classes:
+        try:
+            subs = taxonomy.resolve(query)
+        except ValueError as error:
+            raise SystemExit(f'error: {error}')
+        classes.extend(sub for sub in subs if sub not in classes)
+    labels = torch.tensor(classes, device=device).repeat_interleave(
+        args.per_class)
+    batch_size = args.batch_size or (64 if device.startswith('cuda') else 8)
+    images = [to_pil(im) for im in generate(model, labels, args, batch_size)]
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for i, sub in enumerate(classes):
+        row = images[i * args.per_class:(i + 1) * args.per_class]
+        folder = osp.join(args.out, f'{sub}_{slug(taxonomy.names[sub])}')
+        os.makedirs(folder, exist_ok=True)
+        for n, image in enumerate(row):
+            image.save(osp.join(folder, f'{n}.png'))
+        rows.append(row)
+    save_grid(rows, [taxonomy.label(sub) for sub in classes],
+              osp.join(args.out, 'grid.png'))
+    print(f'wrote {len(images)} images of {len(classes)} classes and '
+          f'{osp.join(args.out, "grid.png")}')
+
+
+if __name__ == '__main__':
+    main()
