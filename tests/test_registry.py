@@ -9,6 +9,7 @@ import diffusers
 OURS = {
     'DIFFUSION_SCHEDULERS': ['DiTDiffusion'],
     'HOOKS': ['PEFTFreezeHook', 'TrainableEMAHook'],
+    'METRICS': ['ClassifierFidelity', 'ConditionalFID', 'LPIPSDiversity'],
     'MODELS': ['FineDiffusion', 'FineGrainedCFG', 'TieredDiT',
                'TieredEmbedder'],
     'OPTIM_WRAPPER_CONSTRUCTORS': ['PEFTOptimWrapperConstructor'],

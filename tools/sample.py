@@ -123,11 +123,12 @@ def main() -> None:
         except ValueError as error:
             raise SystemExit(f'error: {error}')
         classes.extend(sub for sub in subs if sub not in classes)
+    # Before the long part: an unusable output folder fails now.
+    os.makedirs(args.out, exist_ok=True)
     labels = torch.tensor(classes, device=device).repeat_interleave(
         args.per_class)
     batch_size = args.batch_size or (64 if device.startswith('cuda') else 8)
     images = [to_pil(im) for im in generate(model, labels, args, batch_size)]
-    os.makedirs(args.out, exist_ok=True)
     rows = []
     for i, sub in enumerate(classes):
         row = images[i * args.per_class:(i + 1) * args.per_class]

@@ -1,0 +1,84 @@
+"""Class-name resolution and tools/sample.py, end to end on the CPU."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from finediffusion.datasets import Taxonomy
+from finediffusion.models.checkpoint_io import export_delta
+
+TAXONOMY = Taxonomy(
+    names=['Danaus plexippus', 'Vanessa cardui', 'Turdus migratorius'],
+    sub2super=[0, 0, 1],
+    super_names=['Insecta', 'Aves'],
+    common_names=['Monarch', 'Painted Lady', 'American Robin'])
+
+
+@pytest.mark.parametrize('query,ids', [
+    ('2', [2]),
+    ('danaus PLEXIPPUS', [0]),
+    ('painted lady', [1]),
+    ('Insecta', [0, 1]),
+])
+def test_resolve(query, ids):
+    assert TAXONOMY.resolve(query) == ids
+
+
+def test_unknown_name_lists_the_closest():
+    with pytest.raises(ValueError, match=r"'Danaus plexipus'.*closest.*"
+                       r"Danaus plexippus"):
+        TAXONOMY.resolve('Danaus plexipus')
+    with pytest.raises(ValueError, match='out of range'):
+        TAXONOMY.resolve('7')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, toy_root):
+    """A config and a two-iteration checkpoint of the tiny CPU run."""
+    from mmengine.config import Config
+    from conftest import TINY_CONFIG
+    root = tmp_path_factory.mktemp('sampling')
+    cfg = Config.fromfile(TINY_CONFIG)
+    cfg.train_dataloader.dataset.data_root = toy_root
+    cfg.work_dir = str(root / 'work')
+    cfg.train_cfg.max_iters = 2
+    cfg.default_hooks.checkpoint.interval = 2
+    config = str(root / 'cfg.py')
+    cfg.dump(config)
+    run = subprocess.run([sys.executable, osp.join(REPO, 'tools/train.py'),
+                          config], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return config, osp.join(cfg.work_dir, 'iter_2.pth'), root
+
+
+def sample(config, weights, out, *classes):
+    return subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools/sample.py'), config, weights,
+         '--classes', *classes, '-n', '2', '--steps', '3', '--out', out],
+        capture_output=True, text=True)
+
+
+def test_sample_tool_writes_grid_and_files(trained):
+    config, ckpt, root = trained
+    delta = str(root / 'delta.safetensors')
+    export_delta(ckpt, delta)
+    for weights in (ckpt, delta):
+        out = str(root / ('out_' + osp.splitext(osp.basename(weights))[1][1:]))
+        # A superclass name expands to its subclasses, adjacent in the grid.
+        run = sample(config, weights, out, 'superclass 1', '00_square_00')
+        assert run.returncode == 0, run.stderr[-3000:]
+        grid = Image.open(osp.join(out, 'grid.png'))
+        assert grid.height == 3 * 64  # three rows, 16 px shown at 64
+        for folder in ('2_01_disc_00', '3_01_disc_01', '0_00_square_00'):
+            for n in range(2):
+                assert osp.isfile(osp.join(out, folder, f'{n}.png'))
+
+
+def test_sample_tool_unknown_class(trained):
+    config, ckpt, root = trained
+    run = sample(config, ckpt, str(root / 'bad'), '01_disk_00')
+    assert run.returncode != 0
+    assert "closest: ['01_disc_00'" in run.stderr
