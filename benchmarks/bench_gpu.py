@@ -169,6 +169,7 @@ def main() -> None:
         vae = sd_vae()
         dpm = dict(type='DPMSolverMultistepScheduler')
         for case in [(8, None, 250, False, False),
+                     (256, None, 250, False, True),
                      (256, None, 250, True, True),
                      (256, dpm, 25, True, True)]:
             record('sample', case, lambda *c: sample_case(model, vae, *c))
