@@ -23,7 +23,9 @@ PY
 
 key=$(cat "$lock" "$root/requirements/build.txt" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12)
 base=$home/base-$key
-pip_base=("$base/bin/python" -m pip install -q --no-input --disable-pip-version-check)
+# --no-warn-conflicts: mmagic and mmpretrain are installed without the extras
+# they declare (mediapipe, face-alignment, ...), which nothing here imports.
+pip_base=("$base/bin/python" -m pip install -q --no-input --disable-pip-version-check --no-warn-conflicts)
 
 build_mmcv() {
   # mmcv's setup.py needs pkg_resources from setuptools < 70 and passes
