@@ -7,12 +7,16 @@ import diffusers
 
 # Every registration the plugin makes, by registry.
 OURS = {
+    'DATASETS': ['HierarchyDataset', 'INat2021Dataset', 'LatentDataset',
+                 'VegFruDataset'],
     'DIFFUSION_SCHEDULERS': ['DiTDiffusion'],
     'HOOKS': ['PEFTFreezeHook', 'TrainableEMAHook'],
     'METRICS': ['ClassifierFidelity', 'ConditionalFID', 'LPIPSDiversity'],
     'MODELS': ['FineDiffusion', 'FineGrainedCFG', 'TieredDiT',
                'TieredEmbedder'],
     'OPTIM_WRAPPER_CONSTRUCTORS': ['PEFTOptimWrapperConstructor'],
+    'TRANSFORMS': ['ADMCenterCrop', 'LoadLatent', 'LoadTieredImage',
+                   'PickLatentFlip'],
 }
 
 # Lists what importing the plugin adds to MMagic's fully populated

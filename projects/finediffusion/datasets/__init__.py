@@ -1,5 +1,15 @@
-"""Datasets, taxonomies and data generators of FineDiffusion."""
-from .taxonomy import Taxonomy, taxonomy_of
+"""Datasets, taxonomies, transforms and data generators of FineDiffusion."""
+from .hierarchy import HierarchyDataset
+from .inat2021 import INat2021Dataset
+from .latent_dataset import LatentDataset
+from .taxonomy import Taxonomy, load_taxonomy, taxonomy_of
 from .toy_hierarchy import write_toy_hierarchy
+from .transforms import (ADMCenterCrop, LoadLatent, LoadTieredImage,
+                         PickLatentFlip)
+from .vegfru import VegFruDataset
 
-__all__ = ['Taxonomy', 'taxonomy_of', 'write_toy_hierarchy']
+__all__ = [
+    'ADMCenterCrop', 'HierarchyDataset', 'INat2021Dataset', 'LatentDataset',
+    'LoadLatent', 'LoadTieredImage', 'PickLatentFlip', 'Taxonomy',
+    'VegFruDataset', 'load_taxonomy', 'taxonomy_of', 'write_toy_hierarchy'
+]

@@ -1,8 +1,10 @@
-"""The class-name table of a two-tier taxonomy, and name resolution."""
+"""The class-name table of a two-tier taxonomy, name resolution, and the
+taxonomy readers of the datasets."""
 import difflib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional, Sequence
+from functools import lru_cache
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 
 @dataclass
@@ -40,6 +42,22 @@ class Taxonomy:
         sub2super = [int(s) for s in sub2super]
         return cls([f'class {i}' for i in range(len(sub2super))], sub2super,
                    [f'superclass {s}' for s in range(max(sub2super) + 1)])
+
+    def __post_init__(self) -> None:
+        if len(self.sub2super) != len(self.names):
+            raise ValueError(f'{len(self.names)} subclass names but '
+                             f'{len(self.sub2super)} sub->super entries')
+        if self.common_names and len(self.common_names) != len(self.names):
+            raise ValueError(f'{len(self.common_names)} common names for '
+                             f'{len(self.names)} subclasses')
+        orphans = [
+            sub for sub, sup in enumerate(self.sub2super)
+            if not 0 <= sup < len(self.super_names)
+        ]
+        if orphans:
+            raise ValueError(
+                f'subclasses without a valid superclass: ids {orphans[:20]} '
+                f'(names {[self.names[i] for i in orphans[:5]]})')
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,3 +111,40 @@ def taxonomy_of(dataset_meta: Optional[dict],
         unnamed = Taxonomy.unnamed(sub2super)
         return Taxonomy(list(classes), unnamed.sub2super, unnamed.super_names)
     return Taxonomy.unnamed(sub2super)
+
+
+# Readers of a dataset's taxonomy from its annotation files, by dataset type.
+TAXONOMY_READERS: Dict[str, Callable[..., Taxonomy]] = {}
+
+
+def taxonomy_reader(name: str):
+    """Registers a function that reads a :class:`Taxonomy` from files."""
+
+    def register(fn):
+        TAXONOMY_READERS[name] = fn
+        return fn
+
+    return register
+
+
+@lru_cache(maxsize=8)
+def _read(name: str, items: tuple) -> Taxonomy:
+    return TAXONOMY_READERS[name](**dict(items))
+
+
+def load_taxonomy(spec: Union[dict, Taxonomy]) -> Taxonomy:
+    """The taxonomy a config describes, read once per process.
+
+    The model (table size, sub->super) and the dataset (labels, names) of a
+    config share one spec, e.g. ``dict(type='INat2021Dataset',
+    ann_file='data/inat2021/train_mini.json', super_rank='supercategory')``,
+    so that the taxonomy always comes from the data.
+    """
+    if isinstance(spec, Taxonomy):
+        return spec
+    spec = dict(spec)
+    name = spec.pop('type')
+    if name not in TAXONOMY_READERS:
+        raise ValueError(f'no taxonomy reader {name!r}; known: '
+                         f'{sorted(TAXONOMY_READERS)}')
+    return _read(name, tuple(sorted(spec.items())))

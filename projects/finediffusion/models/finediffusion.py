@@ -100,10 +100,20 @@ class FineDiffusion(BaseModel):
         return self.vae.decode(
             (latents / self.latent_scale).to(dtype)).sample.float()
 
-    def loss(self, inputs: Tensor,
+    def loss(self, inputs: Optional[Tensor],
              data_samples: DataSample) -> Dict[str, Tensor]:
-        """DiT's hybrid loss on a batch of images and subclass labels."""
-        x0 = self.encode(inputs)
+        """DiT's hybrid loss on a batch of images and subclass labels.
+
+        A batch from a latent cache (:class:`LatentDataset`) carries the VAE
+        posterior (``latent_mean``, ``latent_std``) instead of images: the
+        encoder is skipped and the latent sampled as the encoder would.
+        """
+        if 'latent_mean' in data_samples:
+            mean = data_samples.latent_mean
+            std = data_samples.latent_std.to(mean)
+            x0 = (mean + std * torch.randn_like(mean)) * self.latent_scale
+        else:
+            x0 = self.encode(inputs)
         return self.latent_loss(x0, self._labels(data_samples, x0.device))
 
     def latent_loss(self, x0: Tensor, labels: Tensor) -> Dict[str, Tensor]:

@@ -13,6 +13,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmagic.registry import MODELS
+from ..datasets.taxonomy import load_taxonomy
 from .checkpoint_io import load_official_dit
 from .tiered_embedder import TieredEmbedder
 
@@ -166,8 +167,12 @@ class TieredDiT(BaseModule):
     """Diffusion Transformer conditioned on tiered (sub/super) class rows.
 
     Args:
-        num_classes (int): Number of subclasses.
-        sub2super (Sequence[int]): Superclass id of every subclass.
+        num_classes (int, optional): Number of subclasses; defaults to the
+            length of the taxonomy.
+        sub2super (Sequence[int] or dict): Superclass id of every subclass,
+            or a dataset's taxonomy spec, read from its annotation files
+            (e.g. ``dict(type='INat2021Dataset', data_root=...,
+            ann_file='train_mini.json')``; see :func:`load_taxonomy`).
         arch (str or dict): Model size, one of 'S', 'B', 'L', 'XL', or a dict
             with ``depth``, ``hidden_size`` and ``num_heads`` (tiny models for
             tests and demos). Defaults to 'XL'.
@@ -192,8 +197,8 @@ class TieredDiT(BaseModule):
     """
 
     def __init__(self,
-                 num_classes: int,
-                 sub2super: Sequence[int],
+                 num_classes: Optional[int] = None,
+                 sub2super: Union[Sequence[int], dict] = (),
                  arch: Union[str, Dict[str, int]] = 'XL',
                  patch_size: int = 2,
                  input_size: Union[int, Tuple[int, int]] = 32,
@@ -220,6 +225,10 @@ class TieredDiT(BaseModule):
         if height % patch_size or width % patch_size:
             raise ValueError(f'input_size {input_size} is not a multiple of '
                              f'patch_size {patch_size}')
+        if isinstance(sub2super, dict):
+            sub2super = load_taxonomy(sub2super).sub2super
+        if num_classes is None:
+            num_classes = len(sub2super)
         self.patch_size = patch_size
         self.grid = (height // patch_size, width // patch_size)
         self.in_channels = in_channels

@@ -1,0 +1,95 @@
+"""iNaturalist 2021 (train_mini.json / train.json / val.json, COCO style)."""
+import json
+import math
+import os.path as osp
+from functools import lru_cache
+from typing import List, Tuple
+
+from mmagic.registry import DATASETS
+from .taxonomy import Taxonomy, taxonomy_reader
+from .tiered_dataset import TieredImageDataset, index_names
+
+RANKS = ('supercategory', 'kingdom', 'phylum', 'class', 'order', 'family',
+         'genus')
+
+
+@lru_cache(maxsize=2)
+def _read_file(path: str, mtime: float) -> Tuple[list, list]:
+    """Categories and (file name, category id) pairs, parsed once."""
+    with open(path) as f:
+        data = json.load(f)
+    for key in ('images', 'annotations', 'categories'):
+        if key not in data:
+            raise ValueError(f'{path} is not an iNat 2021 annotation file: '
+                             f'key {key!r} is missing')
+    files = {image['id']: image['file_name'] for image in data['images']}
+    pairs = []
+    for ann in data['annotations']:
+        if ann['image_id'] not in files:
+            raise ValueError(f'{path}: annotation {ann.get("id")} refers to '
+                             f'image id {ann["image_id"]}, which is absent')
+        pairs.append((files[ann['image_id']], ann['category_id']))
+    return data['categories'], pairs
+
+
+def read_inat(ann_file: str,
+              super_rank: str = 'supercategory') -> Tuple[Taxonomy, List]:
+    """The taxonomy (superclass = any rank) and samples of an iNat file."""
+    if super_rank not in RANKS:
+        raise ValueError(f'super_rank must be one of {RANKS}, got '
+                         f'{super_rank!r}')
+    categories, pairs = _read_file(ann_file, osp.getmtime(ann_file))
+    categories = sorted(categories, key=lambda c: c['id'])
+    sub_of = {c['id']: i for i, c in enumerate(categories)}
+
+    def rank_of(category):
+        value = category.get(super_rank)
+        blank = value is None or value == '' or (isinstance(value, float)
+                                                  and math.isnan(value))
+        return None if blank else str(value)
+
+    ranks = [rank_of(c) for c in categories]
+    gaps = [sub_of[c['id']] for c, r in zip(categories, ranks) if r is None]
+    if gaps:
+        raise ValueError(f'{ann_file}: subclasses without a {super_rank} '
+                         f'(superclass): ids {gaps[:20]}')
+    super_ids = index_names(ranks)
+    taxonomy = Taxonomy(
+        names=[c['name'] for c in categories],
+        sub2super=[super_ids[r] for r in ranks],
+        super_names=sorted(super_ids, key=super_ids.get),
+        common_names=[c.get('common_name') or '' for c in categories])
+    unknown = next((c for _, c in pairs if c not in sub_of), None)
+    if unknown is not None:
+        raise ValueError(f'{ann_file}: annotations use category id '
+                         f'{unknown}, absent from categories')
+    return taxonomy, [(path, sub_of[c]) for path, c in pairs]
+
+
+@taxonomy_reader('INat2021Dataset')
+def inat_taxonomy(ann_file: str, data_root: str = '',
+                  super_rank: str = 'supercategory', **_) -> Taxonomy:
+    return read_inat(osp.join(data_root, ann_file), super_rank)[0]
+
+
+@DATASETS.register_module()
+class INat2021Dataset(TieredImageDataset):
+    """iNaturalist 2021 with a superclass per subclass from a chosen rank.
+
+    Args:
+        ann_file (str): ``train_mini.json``, ``train.json`` or ``val.json``.
+        data_root (str): The folder holding the annotation file and the
+            image folders the file names are relative to.
+        super_rank (str): The rank used as superclass: 'supercategory' (11
+            groups, the paper's), 'kingdom', 'phylum', 'class', 'order',
+            'family' or 'genus'.
+        **kwargs: Passed to MMEngine's ``BaseDataset`` (pipeline, ...).
+    """
+
+    def __init__(self, ann_file: str, data_root: str = '',
+                 super_rank: str = 'supercategory', **kwargs) -> None:
+        self.super_rank = super_rank
+        super().__init__(ann_file=ann_file, data_root=data_root, **kwargs)
+
+    def read(self):
+        return read_inat(self.ann_file, self.super_rank)

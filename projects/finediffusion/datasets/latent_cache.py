@@ -1,0 +1,143 @@
+"""A dataset encoded once by the VAE: sharded latent statistics on disk.
+
+Layout of a cache folder: ``shard_00000.safetensors``, ... each holding, for
+up to ``shard_size`` images, the posterior ``mean`` and ``std`` of the VAE
+for the image and its mirror image (shape (N, 2, C, h, w); flip 0 is the
+original), ``labels`` and dataset ``indices``; and ``manifest.json``
+(written after each finished shard, atomically) with the finished shards,
+the taxonomy and what was encoded. Training samples mean + std * noise, as
+encoding on the fly does, so the cache changes no statistics.
+"""
+import json
+import os
+import os.path as osp
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+MANIFEST = 'manifest.json'
+FORMAT = 'finediffusion-latents/1'
+
+
+def _write_json(path: str, data: dict) -> None:
+    partial = path + '.partial'
+    with open(partial, 'w') as f:
+        json.dump(data, f, indent=1)
+    os.replace(partial, path)
+
+
+def read_manifest(cache_dir: str) -> dict:
+    path = osp.join(cache_dir, MANIFEST)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path} not found: not a latent cache '
+                                '(tools/cache_latents.py writes one)')
+    with open(path) as f:
+        return json.load(f)
+
+
+@torch.no_grad()
+def cache_latents(dataset,
+                  encode: Callable[[torch.Tensor], tuple],
+                  cache_dir: str,
+                  description: dict,
+                  shard_size: int = 1024,
+                  batch_size: int = 32,
+                  progress: bool = True) -> dict:
+    """Encodes ``dataset`` into ``cache_dir``, resuming a previous run.
+
+    Finished shards (listed in the manifest) are kept; a shard whose writing
+    was interrupted is encoded again. Images that fail to load are left out
+    and counted in the manifest.
+
+    Args:
+        dataset: A :class:`TieredImageDataset` whose pipeline yields
+            ``inputs`` (uint8 RGB, CHW) without random flips.
+        encode (callable): Maps images in [-1, 1] (N, 3, H, W) to the VAE
+            posterior (mean, std).
+        cache_dir (str): Output folder.
+        description (dict): What is encoded (VAE, size...): a resumed run
+            must match it.
+        shard_size (int): Images per shard file.
+        batch_size (int): Images per VAE call (x2 with the mirror images).
+        progress (bool): Show a progress bar.
+
+    Returns:
+        dict: The manifest.
+    """
+    os.makedirs(cache_dir, exist_ok=True)
+    path = osp.join(cache_dir, MANIFEST)
+    manifest = dict(format=FORMAT, description=description,
+                    num_images=len(dataset), shard_size=shard_size,
+                    taxonomy=dataset.metainfo['taxonomy'], shards={},
+                    skipped=[])
+    if osp.isfile(path):
+        previous = read_manifest(cache_dir)
+        for key in ('description', 'num_images', 'shard_size', 'taxonomy'):
+            if previous[key] != manifest[key]:
+                raise ValueError(f'{path} was written for another {key}: '
+                                 'use a new folder or remove it')
+        manifest = previous
+    num_shards = -(-len(dataset) // shard_size)
+    bar = tqdm(total=len(dataset), disable=not progress, unit='img',
+               desc='encoding')
+    for shard in range(num_shards):
+        name = f'shard_{shard:05d}.safetensors'
+        first = shard * shard_size
+        indices = list(range(first, min(first + shard_size, len(dataset))))
+        if name in manifest['shards']:
+            bar.update(len(indices))
+            continue
+        means, stds, labels, kept = [], [], [], []
+        for start in range(0, len(indices), batch_size):
+            images = []
+            for index in indices[start:start + batch_size]:
+                item = dataset.prepare_data(index)
+                if item is None:
+                    manifest['skipped'].append(index)
+                    continue
+                images.append(item['inputs'])
+                labels.append(int(item['data_samples'].gt_label.label[0]))
+                kept.append(index)
+            bar.update(len(indices[start:start + batch_size]))
+            if not images:
+                continue
+            x = torch.stack(images).float() / 127.5 - 1
+            mean, std = encode(torch.cat([x, x.flip(-1)]))
+            n = len(images)
+            means.append(torch.stack([mean[:n], mean[n:]], dim=1).cpu())
+            stds.append(torch.stack([std[:n], std[n:]], dim=1).cpu())
+        tensors = dict(
+            mean=torch.cat(means).contiguous(),
+            std=torch.cat(stds).contiguous(),
+            labels=torch.tensor(labels, dtype=torch.int64),
+            indices=torch.tensor(kept, dtype=torch.int64))
+        partial = osp.join(cache_dir, name + '.partial')
+        save_file(tensors, partial)
+        os.replace(partial, osp.join(cache_dir, name))
+        manifest['shards'][name] = len(kept)
+        _write_json(path, manifest)
+    bar.close()
+    manifest['complete'] = True
+    _write_json(path, manifest)
+    return manifest
+
+
+def rows_of(cache_dir: str, manifest: Optional[dict] = None):
+    """(shard file, row, label) of every cached image."""
+    from safetensors import safe_open
+    manifest = manifest or read_manifest(cache_dir)
+    if not manifest.get('complete'):
+        raise ValueError(f'{cache_dir} is an unfinished latent cache: run '
+                         'tools/cache_latents.py again to complete it')
+    for name in sorted(manifest['shards']):
+        with safe_open(osp.join(cache_dir, name), framework='pt') as f:
+            labels = f.get_tensor('labels').tolist()
+        for row, label in enumerate(labels):
+            yield name, row, label
+
+
+def as_label(label: int) -> np.ndarray:
+    return np.array([label], dtype=np.int64)
