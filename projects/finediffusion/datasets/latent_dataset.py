@@ -6,7 +6,13 @@ from mmengine.dataset import BaseDataset
 
 from mmagic.registry import DATASETS
 from .latent_cache import as_label, read_manifest, rows_of
-from .taxonomy import Taxonomy
+from .taxonomy import Taxonomy, taxonomy_reader
+
+
+@taxonomy_reader('LatentDataset')
+def latent_taxonomy(cache_dir: str, **_) -> Taxonomy:
+    """The taxonomy of the dataset a cache was made from."""
+    return Taxonomy.from_dict(read_manifest(cache_dir)['taxonomy'])
 
 
 @DATASETS.register_module()

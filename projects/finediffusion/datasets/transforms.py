@@ -31,8 +31,8 @@ class LoadTieredImage(BaseTransform):
 
     Args:
         key (str): Defaults to 'gt'.
-        max_failures (int): Skipped files tolerated per process. Defaults
-            to 100.
+        max_failures (int): Distinct bad files tolerated per process.
+            Defaults to 100.
     """
 
     def __init__(self, key: str = 'gt', max_failures: int = 100) -> None:
@@ -47,17 +47,18 @@ class LoadTieredImage(BaseTransform):
                 image.load()
                 rgb = to_rgb(image)
         except (OSError, ValueError, SyntaxError) as error:
-            self.failures.append(path)
-            print_log(f'skipped unreadable image {path} ({error}); '
-                      f'{len(self.failures)} skipped so far', 'current',
-                      level=30)
+            if path not in self.failures:  # each file counts, and logs, once
+                self.failures.append(path)
+                print_log(f'skipped unreadable image {path} ({error}); '
+                          f'{len(self.failures)} files skipped so far',
+                          'current', level=30)
             if len(self.failures) > self.max_failures:
                 raise RuntimeError(
                     f'{len(self.failures)} images failed to load, more than '
                     f'max_failures={self.max_failures}: '
                     f'{self.failures[:10]}...')
             return None
-        results[self.key] = np.asarray(rgb)
+        results[self.key] = np.array(rgb)  # writable: later flips are in place
         results[f'ori_{self.key}_shape'] = results[self.key].shape
         results[f'{self.key}_channel_order'] = 'rgb'
         results[f'{self.key}_color_type'] = 'color'
@@ -101,7 +102,9 @@ class ADMCenterCrop(BaseTransform):
         array = np.asarray(image)
         top = (array.shape[0] - self.size) // 2
         left = (array.shape[1] - self.size) // 2
-        results[self.key] = array[top:top + self.size, left:left + self.size]
+        # A copy: PIL's arrays are read-only and flips work in place.
+        results[self.key] = array[top:top + self.size,
+                                  left:left + self.size].copy()
         results[f'{self.key}_shape'] = results[self.key].shape
         return results
 

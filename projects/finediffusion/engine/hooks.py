@@ -25,6 +25,7 @@ class PEFTFreezeHook(Hook):
     ``Runner.__init__``, before any hook runs, and DDP only reduces the
     gradients of parameters that required grad at wrapping. This hook:
 
+    - checks that the training data has the model's taxonomy;
     - logs the trainable count and percentage;
     - fails unless the optimizer holds exactly the trainable parameters
       (use ``PEFTOptimWrapperConstructor``);
@@ -37,6 +38,14 @@ class PEFTFreezeHook(Hook):
 
     def before_train(self, runner: Runner) -> None:
         model = _unwrap(runner)
+        taxonomy = runner.train_dataloader.dataset.metainfo.get('taxonomy')
+        sub2super = model.backbone.y_embedder.sub2super.tolist()
+        if taxonomy and taxonomy['sub2super'] != sub2super:
+            raise RuntimeError(
+                'the training data and the model disagree on the taxonomy '
+                f"({len(taxonomy['sub2super'])} vs {len(sub2super)} "
+                'subclasses, or another sub->super table): give '
+                'model.backbone.sub2super the dataset\'s taxonomy spec')
         params = dict(model.named_parameters())
         trainable = {n for n, p in params.items() if p.requires_grad}
         count = sum(params[n].numel() for n in trainable)

@@ -1,0 +1,27 @@
+# FineDiffusion on DiT-XL/2 at 256 px (32 x 32 SD-VAE latents), the paper's
+# PEFT set, EMA and fine-grained CFG. A config sets model.backbone.sub2super
+# to its dataset's taxonomy spec.
+model = dict(
+    type='FineDiffusion',
+    backbone=dict(
+        type='TieredDiT',
+        arch='XL',
+        patch_size=2,
+        input_size=32,
+        in_channels=4,
+        affine_norms=True,
+        super_prob=0.1,
+        # The official release (facebookresearch/DiT), downloaded by hand.
+        pretrained='checkpoints/DiT-XL-2-256x256.pt'),
+    # A diffusers folder of the SD-VAE DiT uses (stabilityai/sd-vae-ft-ema).
+    vae=dict(type='AutoencoderKL', from_pretrained='checkpoints/sd-vae-ft-ema'),
+    trainable='finediffusion',
+    ema_decay=0.9999,
+    guidance=dict(type='FineGrainedCFG', mode='fine_grained', scale=4.0),
+    sample_steps=250,
+    data_preprocessor=dict(type='DataPreprocessor'))
+
+optim_wrapper = dict(
+    constructor='PEFTOptimWrapperConstructor',
+    optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.))
+custom_hooks = [dict(type='PEFTFreezeHook'), dict(type='TrainableEMAHook')]

@@ -1,0 +1,29 @@
+# The paper's setting at 512 px: DiT-XL/2-512 on iNaturalist 2021 mini.
+_base_ = [
+    './_base_/models/finediffusion_dit_xl_2_512.py',
+    './_base_/datasets/inat2021.py', './_base_/default_runtime.py'
+]
+
+model = dict(backbone=dict(sub2super={{_base_.taxonomy}}))
+train_dataloader = dict(
+    batch_size=16,
+    dataset=dict(pipeline=[
+        dict(type='LoadTieredImage', key='gt', max_failures=100),
+        dict(type='ADMCenterCrop', size=512),
+        dict(type='Flip', keys=['gt'], direction='horizontal'),
+        dict(type='PackInputs', keys='gt'),
+    ]))
+test_dataloader = dict(
+    batch_size=16,
+    dataset=dict(pipeline=[
+        dict(type='LoadTieredImage', key='gt'),
+        dict(type='ADMCenterCrop', size=512),
+        dict(type='PackInputs'),
+    ]))
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=100000)
+test_cfg = dict(type='MultiTestLoop')
+test_evaluator = dict(type='Evaluator', metrics=[
+    dict(type='ConditionalFID', fake_nums=10000, prefix='FID-10k'),
+    dict(type='LPIPSDiversity', fake_nums=10000, samples_per_class=4),
+])
+default_hooks = dict(checkpoint=dict(interval=10000))

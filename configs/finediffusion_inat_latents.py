@@ -1,0 +1,18 @@
+# The paper's setting on a latent cache, which removes the VAE encoder from
+# each step (the bottleneck of PEFT on a fast GPU). Make the cache once:
+#   python tools/cache_latents.py configs/finediffusion_inat.py data/inat2021/latents_256
+_base_ = ['./finediffusion_inat.py']
+
+cache = dict(type='LatentDataset', cache_dir='data/inat2021/latents_256')
+# The cache keeps the taxonomy of the images it encodes; no VAE encoder runs.
+model = dict(backbone=dict(sub2super=dict(_delete_=True, **cache)))
+train_dataloader = dict(
+    dataset=dict(
+        _delete_=True,
+        **cache,
+        pipeline=[
+            dict(type='LoadLatent'),
+            dict(type='PickLatentFlip', prob=0.5),
+            dict(type='PackInputs', keys=[],
+                 data_keys=['latent_mean', 'latent_std']),
+        ]))

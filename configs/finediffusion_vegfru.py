@@ -1,0 +1,14 @@
+# FineDiffusion on VegFru (292 subclasses + 25 superclasses), DiT-XL/2-256.
+_base_ = [
+    './_base_/models/finediffusion_dit_xl_2_256.py',
+    './_base_/datasets/vegfru.py', './_base_/default_runtime.py'
+]
+
+model = dict(backbone=dict(sub2super={{_base_.taxonomy}}))
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=50000)
+test_cfg = dict(type='MultiTestLoop')
+test_evaluator = dict(type='Evaluator', metrics=[
+    dict(type='ConditionalFID', fake_nums=5000, prefix='FID-5k'),
+    dict(type='LPIPSDiversity', fake_nums=5000, samples_per_class=4),
+])
+default_hooks = dict(checkpoint=dict(interval=10000))
