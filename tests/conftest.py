@@ -2,6 +2,7 @@
 import os.path as osp
 
 import pytest
+import torch
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
 from finediffusion.datasets import write_toy_hierarchy
@@ -31,3 +32,19 @@ def tiny_cfg(toy_root, tmp_path) -> Config:
     cfg.work_dir = str(tmp_path / 'work_dir')
     cfg.default_hooks.logger.interval = 1
     return cfg
+
+
+@pytest.fixture(scope='session')
+def vae_folder(tmp_path_factory) -> str:
+    """A tiny random diffusers AutoencoderKL saved as a local folder (the
+    SD-VAE weights cannot be downloaded here); 16 px images to 8 x 8 x 4."""
+    from diffusers import AutoencoderKL
+    folder = tmp_path_factory.mktemp('sd-vae-tiny')
+    torch.manual_seed(0)
+    AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=('DownEncoderBlock2D', ) * 2,
+        up_block_types=('UpDecoderBlock2D', ) * 2,
+        block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8,
+        sample_size=16).save_pretrained(folder)
+    return str(folder)

@@ -1,7 +1,6 @@
 """FineDiffusion in latent space with a real diffusers AutoencoderKL, built
 through MMagic's wrapper from a local folder (a tiny random one, as the SD-VAE
 weights cannot be downloaded here)."""
-import pytest
 import torch
 from diffusers import AutoencoderKL
 from mmengine.optim import build_optim_wrapper
@@ -10,19 +9,6 @@ from mmagic.registry import MODELS
 from mmagic.structures import DataSample
 
 SUB2SUPER = [0, 0, 1, 1]
-
-
-@pytest.fixture(scope='module')
-def vae_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('sd-vae-tiny')
-    torch.manual_seed(0)
-    AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=('DownEncoderBlock2D', ) * 2,
-        up_block_types=('UpDecoderBlock2D', ) * 2,
-        block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8,
-        sample_size=16).save_pretrained(folder)
-    return str(folder)
 
 
 def build(vae_folder):

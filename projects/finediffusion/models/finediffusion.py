@@ -111,7 +111,11 @@ class FineDiffusion(BaseModel):
         if 'latent_mean' in data_samples:
             mean = data_samples.latent_mean
             std = data_samples.latent_std.to(mean)
-            x0 = (mean + std * torch.randn_like(mean)) * self.latent_scale
+            # torch.randn over the shape, as diffusers' posterior sample:
+            # randn_like would follow the memory layout of its argument.
+            noise = torch.randn(mean.shape, device=mean.device,
+                                dtype=mean.dtype)
+            x0 = (mean + std * noise) * self.latent_scale
         else:
             x0 = self.encode(inputs)
         return self.latent_loss(x0, self._labels(data_samples, x0.device))
