@@ -112,3 +112,28 @@ def test_vegfru_and_512_configs_build(tmp_path):
     assert xl_on_meta(cfg).backbone.grid == (32, 32)
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
     assert dataset[0]['inputs'].shape == (3, 512, 512)
+
+
+def test_dataset_added_by_inheritance(tmp_path):
+    """The README's example: CUB-200 with families, from a CSV."""
+    rows = [('images/001.Black_footed_Albatross/a.jpg', 'Black_footed_Albatross',
+             'Diomedeidae'),
+            ('images/010.Red_winged_Blackbird/b.jpg', 'Red_winged_Blackbird',
+             'Icteridae'),
+            ('images/011.Rusty_Blackbird/c.jpg', 'Rusty_Blackbird',
+             'Icteridae')]
+    with open(tmp_path / 'cub_families.csv', 'w') as f:
+        f.write('path,subclass,superclass\n')
+        f.writelines(','.join(row) + '\n' for row in rows)
+    from test_datasets import write_image
+    for path, _, _ in rows:
+        write_image(str(tmp_path / path))
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'finediffusion_cub200.py'))
+    cfg.model.backbone.sub2super.data_root = str(tmp_path)
+    cfg.train_dataloader.dataset.data_root = str(tmp_path)
+    model = xl_on_meta(cfg)
+    assert model.backbone.y_embedder.sub2super.tolist() == [0, 1, 1]
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    assert dataset.metainfo['taxonomy']['super_names'] == [
+        'Diomedeidae', 'Icteridae']
+    assert dataset[0]['inputs'].shape == (3, 256, 256)
