@@ -202,6 +202,17 @@ def test_odd_images_are_converted(tmp_path):
     assert load(dict(gt_path=str(tmp_path / 'clear.png')))['gt'].min() == 255
 
 
+def test_missing_file_is_skipped_with_its_name(tmp_path):
+    from finediffusion.datasets import LoadTieredImage
+    load = LoadTieredImage(max_failures=1)
+    missing = str(tmp_path / 'gone.jpg')
+    assert load(dict(gt_path=missing)) is None
+    assert load(dict(gt_path=missing)) is None  # counted once
+    assert load.failures == [missing]
+    with pytest.raises(RuntimeError, match='gone.jpg.*other.jpg'):
+        load(dict(gt_path=str(tmp_path / 'other.jpg')))
+
+
 def test_bad_files_are_skipped_and_training_goes_on(tiny_cfg, tmp_path):
     root = tmp_path / 'data'
     for k in range(4):
@@ -225,6 +236,10 @@ def test_bad_files_are_skipped_and_training_goes_on(tiny_cfg, tmp_path):
     load, crop = runner.train_dataloader.dataset.pipeline.transforms[:2]
     assert load.failures == [str(root / 'shapes' / 'disc' / 'broken.png')]
     assert crop.upscaled >= 1  # tiny.png, 5 x 7 px, upscaled to 16
+    # The class-name table travels with the checkpoint.
+    import torch
+    meta = torch.load(os.path.join(cfg.work_dir, 'iter_6.pth'))['meta']
+    assert meta['dataset_meta']['taxonomy']['names'] == ['disc', 'square']
 
     # Past max_failures the run stops, naming the files.
     for k in range(4):
