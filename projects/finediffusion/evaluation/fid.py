@@ -5,7 +5,7 @@ from typing import Optional
 from mmagic.evaluation.metrics import FrechetInceptionDistance
 from mmagic.registry import METRICS
 from mmagic.utils import MMAGIC_CACHE_DIR
-from .sampling import ConditionalRequests
+from .sampling import ConditionalSampling
 from .weights import find_weights
 
 # StyleGAN's TorchScript Inception (the reference FID network), the name
@@ -14,7 +14,7 @@ INCEPTION_FILE = 'inception-2015-12-05.pt'
 
 
 @METRICS.register_module()
-class ConditionalFID(FrechetInceptionDistance):
+class ConditionalFID(ConditionalSampling, FrechetInceptionDistance):
     """MMagic's FID over samples of classes drawn from the dataset.
 
     The Inception weights come from ``inception_path`` or MMagic's cache dir
@@ -63,11 +63,3 @@ class ConditionalFID(FrechetInceptionDistance):
             sample_kwargs=sample_kwargs or {})
         self.seed = seed
 
-    def get_metric_sampler(self, model, dataloader, metrics):
-        return ConditionalRequests(
-            dataloader.dataset,
-            max(metric.fake_nums_per_device for metric in metrics),
-            dataloader.batch_size,
-            sample_model=self.sample_model,
-            sample_kwargs=self.sample_kwargs,
-            seed=self.seed)

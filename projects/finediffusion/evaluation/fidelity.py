@@ -6,11 +6,11 @@ from mmengine.model import is_model_wrapper
 
 from mmagic.evaluation.metrics.base_gen_metric import GenerativeMetric
 from mmagic.registry import METRICS
-from .sampling import ConditionalRequests, fake_image, label_of
+from .sampling import ConditionalSampling, fake_image, label_of
 
 
 @METRICS.register_module()
-class ClassifierFidelity(GenerativeMetric):
+class ClassifierFidelity(ConditionalSampling, GenerativeMetric):
     """Top-1 accuracy of a user's classifier on generated images.
 
     The classifier is an mmpretrain model (config + checkpoint) whose classes
@@ -55,14 +55,6 @@ class ClassifierFidelity(GenerativeMetric):
         self.sub2super = module.backbone.y_embedder.sub2super.cpu()
         self.classifier.to(module.data_preprocessor.device)
 
-    def get_metric_sampler(self, model, dataloader, metrics):
-        return ConditionalRequests(
-            dataloader.dataset,
-            max(metric.fake_nums_per_device for metric in metrics),
-            dataloader.batch_size,
-            sample_model=self.sample_model,
-            sample_kwargs=self.sample_kwargs,
-            seed=self.seed)
 
     @torch.no_grad()
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:

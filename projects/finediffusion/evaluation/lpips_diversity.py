@@ -10,7 +10,7 @@ from mmengine.model import is_model_wrapper
 
 from mmagic.evaluation.metrics.base_gen_metric import GenerativeMetric
 from mmagic.registry import METRICS
-from .sampling import ConditionalRequests, fake_image
+from .sampling import ConditionalSampling, fake_image
 from .weights import find_weights
 
 # torchvision's ImageNet AlexNet, the backbone of LPIPS('alex').
@@ -43,7 +43,7 @@ def build_lpips(backbone_path: Optional[str]) -> lpips.LPIPS:
 
 
 @METRICS.register_module()
-class LPIPSDiversity(GenerativeMetric):
+class LPIPSDiversity(ConditionalSampling, GenerativeMetric):
     """Mean LPIPS between pairs of generated images of the same class
     (higher is more diverse; the FineDiffusion paper reports 0.721 on iNat).
 
@@ -88,15 +88,6 @@ class LPIPSDiversity(GenerativeMetric):
         module = module.module if is_model_wrapper(module) else module
         self.lpips.to(module.data_preprocessor.device)
 
-    def get_metric_sampler(self, model, dataloader, metrics):
-        return ConditionalRequests(
-            dataloader.dataset,
-            max(metric.fake_nums_per_device for metric in metrics),
-            dataloader.batch_size,
-            per_class=self.samples_per_class,
-            sample_model=self.sample_model,
-            sample_kwargs=self.sample_kwargs,
-            seed=self.seed)
 
     @torch.no_grad()
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:

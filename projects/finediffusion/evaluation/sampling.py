@@ -73,6 +73,24 @@ class ConditionalRequests:
                 data_samples=samples)
 
 
+class ConditionalSampling:
+    """Mixin of the plugin's generative metrics: their images are requested
+    through :class:`ConditionalRequests`, ``samples_per_class`` at a time.
+    The metric sets ``seed``, ``sample_model`` and ``sample_kwargs``."""
+
+    samples_per_class = 1
+
+    def get_metric_sampler(self, model, dataloader, metrics):
+        return ConditionalRequests(
+            dataloader.dataset,
+            max(metric.fake_nums_per_device for metric in metrics),
+            dataloader.batch_size,
+            per_class=self.samples_per_class,
+            sample_model=self.sample_model,
+            sample_kwargs=self.sample_kwargs,
+            seed=self.seed)
+
+
 def fake_image(pred: dict, sample_model: str) -> Tensor:
     """The generated image of one model output (BGR, [0, 255], CHW)."""
     pred = pred.get(sample_model, pred)
