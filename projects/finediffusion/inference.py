@@ -12,6 +12,16 @@ from .datasets.taxonomy import Taxonomy, taxonomy_of
 from .models.checkpoint_io import load_delta
 
 
+def build_model(config: Union[str, Config], base: Optional[str] = None):
+    """The config's FineDiffusion, holding the base weights."""
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    model_cfg = cfg.model.copy()
+    if base is not None:
+        model_cfg.backbone.pretrained = base
+    with DefaultScope.overwrite_default_scope('mmagic'):
+        return MODELS.build(model_cfg)
+
+
 def build_from_delta(config: Union[str, Config],
                      delta: str,
                      base: Optional[str] = None,
@@ -28,12 +38,7 @@ def build_from_delta(config: Union[str, Config],
     Returns:
         FineDiffusion: In eval mode.
     """
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
-    model_cfg = cfg.model.copy()
-    if base is not None:
-        model_cfg.backbone.pretrained = base
-    with DefaultScope.overwrite_default_scope('mmagic'):
-        model = MODELS.build(model_cfg)
+    model = build_model(config, base)
     load_delta(model, delta)
     return model.to(device).eval()
 
@@ -63,12 +68,7 @@ def load_for_sampling(
         taxonomy = (Taxonomy.from_dict(json.loads(meta['taxonomy']))
                     if 'taxonomy' in meta else None)
     else:
-        cfg = Config.fromfile(config) if isinstance(config, str) else config
-        model_cfg = cfg.model.copy()
-        if base is not None:
-            model_cfg.backbone.pretrained = base
-        with DefaultScope.overwrite_default_scope('mmagic'):
-            model = MODELS.build(model_cfg)
+        model = build_model(config, base)
         ckpt = torch.load(weights, map_location='cpu', weights_only=True)
         state = ckpt.get('state_dict', ckpt)
         # Frozen tensors absent from a PEFT checkpoint keep the base's values.
