@@ -24,3 +24,5 @@ test_evaluator = dict(type='Evaluator', metrics=[
     dict(type='LPIPSDiversity', fake_nums=10000, samples_per_class=4),
 ])
 default_hooks = dict(checkpoint=dict(interval=10000))
+# lr 1e-4 is for 32 images x 8 GPUs; --auto-scale-lr rescales it.
+auto_scale_lr = dict(enable=False, base_batch_size=256)

@@ -11,7 +11,10 @@ import json
 import os
 import os.path as osp
 
+import torch
+
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
+from finediffusion.engine.distributed import use_cpu_distributed
 from finediffusion.models.checkpoint_io import load_delta
 from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
@@ -57,6 +60,8 @@ def main() -> None:
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if cfg.launcher == 'pytorch' and not torch.cuda.is_available():
+        use_cpu_distributed(cfg)
     delta = args.checkpoint.endswith('.safetensors')
     cfg.load_from = None if delta else args.checkpoint
     runner = Runner.from_cfg(cfg)

@@ -7,7 +7,10 @@ import argparse
 import os
 import os.path as osp
 
-import finediffusion  # noqa: F401  (compatibility fixes before mmagic loads)
+import torch
+
+import finediffusion  # noqa: F401,I001  (compatibility fixes first)
+from finediffusion.engine.distributed import use_cpu_distributed
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
@@ -24,6 +27,11 @@ def parse_args() -> argparse.Namespace:
         'checkpoint in the work dir')
     parser.add_argument(
         '--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help="scale the learning rate by the total batch over the config's "
+        'auto_scale_lr.base_batch_size')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -58,6 +66,11 @@ def build_config(args: argparse.Namespace) -> Config:
     elif args.resume:
         cfg.resume = True
         cfg.load_from = args.resume
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg:
+            raise SystemExit('error: --auto-scale-lr needs auto_scale_lr = '
+                             'dict(base_batch_size=...) in the config')
+        cfg.auto_scale_lr.enable = True
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
@@ -65,8 +78,10 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def main() -> None:
-    runner = Runner.from_cfg(build_config(parse_args()))
-    runner.train()
+    cfg = build_config(parse_args())
+    if cfg.launcher == 'pytorch' and not torch.cuda.is_available():
+        use_cpu_distributed(cfg)
+    Runner.from_cfg(cfg).train()
 
 
 if __name__ == '__main__':

@@ -1,0 +1,39 @@
+"""Test instrument for distributed runs (imported by the test's config):
+saves what each rank saw and holds after training."""
+import os.path as osp
+
+import torch
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from mmagic.registry import HOOKS
+
+
+@HOOKS.register_module()
+class DistProbeHook(Hook):
+    """Writes ``probe_rank<r>.pt``: the sample indices this rank's sampler
+    handed to training, the backbone's parameters and the EMA buffers."""
+
+    def before_train(self, runner) -> None:
+        # MMEngine's InfiniteSampler yields from one generator, which the
+        # data loader starts at the first batch, after this hook.
+        sampler = runner.train_dataloader.sampler
+        self.seen, live = [], sampler.indices
+
+        def recorded():
+            for index in live:
+                self.seen.append(index)
+                yield index
+
+        sampler.indices = recorded()
+
+    def after_train(self, runner) -> None:
+        model = runner.model
+        model = model.module if is_model_wrapper(model) else model
+        torch.save(
+            dict(params={k: v.detach().clone()
+                         for k, v in model.backbone.named_parameters()},
+                 ema={k: v.clone() for k, v in model.ema.state_dict().items()},
+                 trainable=model.trainable, seen=self.seen),
+            osp.join(runner.work_dir, f'probe_rank{get_rank()}.pt'))
