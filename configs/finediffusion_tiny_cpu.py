@@ -41,7 +41,11 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=40)
 optim_wrapper = dict(
     constructor='PEFTOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.))
-custom_hooks = [dict(type='PEFTFreezeHook'), dict(type='TrainableEMAHook')]
+custom_hooks = [
+    dict(type='PEFTFreezeHook'),
+    dict(type='TrainableEMAHook'),
+    dict(type='ResumeRandomStateHook'),
+]
 
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
 default_hooks = dict(

@@ -12,7 +12,7 @@ from test_peft import base, peft_cfg  # noqa: F401  (the base fixture)
 
 def test_dist_train_two_ranks_gloo(tiny_cfg, base, tmp_path):  # noqa: F811
     cfg = peft_cfg(tiny_cfg, base, iters=3)
-    cfg.custom_imports = dict(imports=['finediffusion', 'dist_probe'],
+    cfg.custom_imports = dict(imports=['finediffusion', 'probes'],
                               allow_failed_imports=False)
     cfg.custom_hooks.append(dict(type='DistProbeHook'))
     cfg.default_hooks.checkpoint.interval = 3

@@ -10,7 +10,7 @@ OURS = {
     'DATASETS': ['HierarchyDataset', 'INat2021Dataset', 'LatentDataset',
                  'VegFruDataset'],
     'DIFFUSION_SCHEDULERS': ['DiTDiffusion'],
-    'HOOKS': ['PEFTFreezeHook', 'TrainableEMAHook'],
+    'HOOKS': ['PEFTFreezeHook', 'ResumeRandomStateHook', 'TrainableEMAHook'],
     'METRICS': ['ClassifierFidelity', 'ConditionalFID', 'LPIPSDiversity'],
     'MODELS': ['FineDiffusion', 'FineGrainedCFG', 'TieredDiT',
                'TieredEmbedder'],

@@ -10,6 +10,7 @@ import os.path as osp
 import torch
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
+from finediffusion.engine import latest_checkpoint
 from finediffusion.engine.distributed import use_cpu_distributed
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
@@ -62,7 +63,7 @@ def build_config(args: argparse.Namespace) -> Config:
                                 osp.splitext(osp.basename(args.config))[0])
     if args.resume == 'auto':
         cfg.resume = True
-        cfg.load_from = None
+        cfg.load_from = latest_checkpoint(cfg.work_dir)
     elif args.resume:
         cfg.resume = True
         cfg.load_from = args.resume

@@ -25,4 +25,6 @@ log_processor = dict(type='LogProcessor', window_size=100, by_epoch=False)
 log_level = 'INFO'
 load_from = None
 resume = False
-randomness = dict(seed=0)
+# Each rank draws its own timesteps, noise and label dropout; the data
+# sampler still shares one seed, so the ranks split every epoch.
+randomness = dict(seed=0, diff_rank_seed=True)

@@ -24,4 +24,8 @@ model = dict(
 optim_wrapper = dict(
     constructor='PEFTOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.))
-custom_hooks = [dict(type='PEFTFreezeHook'), dict(type='TrainableEMAHook')]
+custom_hooks = [
+    dict(type='PEFTFreezeHook'),
+    dict(type='TrainableEMAHook'),
+    dict(type='ResumeRandomStateHook'),
+]

@@ -1,5 +1,10 @@
-"""Runner-side parts of FineDiffusion: hooks and the optimizer constructor."""
+"""Runner-side parts of FineDiffusion: hooks, the optimizer constructor,
+exact resumption and CPU-only distributed runs."""
 from .hooks import PEFTFreezeHook, TrainableEMAHook
 from .optimizer import PEFTOptimWrapperConstructor
+from .resume import ResumeRandomStateHook, latest_checkpoint
 
-__all__ = ['PEFTFreezeHook', 'PEFTOptimWrapperConstructor', 'TrainableEMAHook']
+__all__ = [
+    'PEFTFreezeHook', 'PEFTOptimWrapperConstructor', 'ResumeRandomStateHook',
+    'TrainableEMAHook', 'latest_checkpoint'
+]

@@ -1,5 +1,6 @@
-"""Test instrument for distributed runs (imported by the test's config):
-saves what each rank saw and holds after training."""
+"""Test instruments imported by the configs of subprocess tests."""
+import json
+import os
 import os.path as osp
 
 import torch
@@ -37,3 +38,15 @@ class DistProbeHook(Hook):
                  ema={k: v.clone() for k, v in model.ema.state_dict().items()},
                  trainable=model.trainable, seen=self.seen),
             osp.join(runner.work_dir, f'probe_rank{get_rank()}.pt'))
+
+
+@HOOKS.register_module()
+class LossProbeHook(Hook):
+    """Appends (iteration, loss) of every step to ``losses_<pid>.jsonl``."""
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        path = osp.join(runner.work_dir, f'losses_{os.getpid()}.jsonl')
+        with open(path, 'a') as f:
+            f.write(json.dumps([runner.iter + 1,
+                                float(outputs['loss'])]) + '\n')
