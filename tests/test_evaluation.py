@@ -2,6 +2,7 @@
 MultiTestLoop through tools/test.py, with locally made weight files standing
 in for the pretrained ones (which cannot be downloaded here)."""
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -106,6 +107,16 @@ def test_metrics_end_to_end_in_multi_test_loop(tiny_cfg, toy_root, weights,
         'Fidelity/superclass_top1'] <= 1
     # Real-image statistics are cached for the next run.
     assert osp.isfile(tmp_path / 'real_stats.pkl')
+
+    # The same evaluation split over two processes (gloo), gathered.
+    work_dir = str(tmp_path / 'eval_2')
+    result = subprocess.run(
+        ['bash', osp.join(REPO, 'tools/dist_test.sh'), config, ckpt, '2',
+         '--work-dir', work_dir], capture_output=True, text=True,
+        env=dict(os.environ, PORT='29537'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(osp.join(work_dir, 'metrics.json')) as f:
+        assert sorted(json.load(f)) == sorted(metrics)
 
 
 def test_missing_weights_name_the_file_and_where(tmp_path):

@@ -17,6 +17,7 @@ import finediffusion  # noqa: F401,I001  (compatibility fixes first)
 from finediffusion.engine.distributed import use_cpu_distributed
 from finediffusion.models.checkpoint_io import load_delta
 from mmengine.config import Config, DictAction
+from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
@@ -73,11 +74,12 @@ def main() -> None:
     runner.register_hook(keep, priority='LOWEST')
     runner.test()
     metrics = keep.metrics
-    path = osp.join(cfg.work_dir, 'metrics.json')
-    with open(path, 'w') as f:
-        json.dump(metrics, f, indent=2, default=float)
-    print(json.dumps(metrics, indent=2, default=float))
-    print(f'metrics written to {path}')
+    if get_rank() == 0:  # every rank holds the gathered metrics
+        path = osp.join(cfg.work_dir, 'metrics.json')
+        with open(path, 'w') as f:
+            json.dump(metrics, f, indent=2, default=float)
+        print(json.dumps(metrics, indent=2, default=float))
+        print(f'metrics written to {path}')
 
 
 if __name__ == '__main__':
