@@ -1,0 +1,177 @@
+"""The users' config, configs/finediffusion_inat.py, on one GPU: synthetic
+data in the iNat 2021 format (10,000 species in 11 supercategories), random
+weights in the official DiT layout and a random SD-VAE folder, since neither
+the data nor the weights can be downloaded here.
+
+Steps: write the fixtures; train 200 iterations (checkpoints at 100 and
+200); resume from iteration 100; with --fid, sample and score FID through
+tools/test.py (25 DPM-Solver++ steps, a random stand-in Inception). Prints
+one JSON line per step with its figures.
+
+Example:
+    python benchmarks/inat_config_gpu.py --root /tmp/inat_run
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def write_inat(root: str, num_images: int) -> None:
+    """iNat-format train_mini.json / val.json and random JPEG images."""
+    rng = np.random.default_rng(0)
+    categories = [dict(id=i, name=f'Genus{i // 7} species{i}',
+                       common_name=f'thing {i}',
+                       supercategory=f'Group{i % 11}',
+                       image_dir_name=f'{i:05d}_g{i}') for i in range(10000)]
+    for split, count in (('train_mini', num_images), ('val', 256)):
+        images, annotations = [], []
+        for k in range(count):
+            cat = int(rng.integers(10000))
+            name = f'{split}/{cat:05d}_g{cat}/{k}.jpg'
+            os.makedirs(osp.join(root, osp.dirname(name)), exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (300, 400, 3),
+                                         dtype=np.uint8)).save(
+                                             osp.join(root, name))
+            images.append(dict(id=k, file_name=name, latitude=float('nan')))
+            annotations.append(dict(id=k, image_id=k, category_id=cat))
+        with open(osp.join(root, f'{split}.json'), 'w') as f:
+            json.dump(dict(images=images, annotations=annotations,
+                           categories=categories), f)
+
+
+def write_weights(root: str) -> None:
+    """Random DiT-XL-2-256 in the official layout, a random SD-VAE folder
+    and a random TorchScript stand-in for FID's Inception."""
+    from diffusers import AutoencoderKL
+
+    from finediffusion.models import TieredDiT
+    with torch.device('cuda'):
+        dit = TieredDiT(num_classes=1000, sub2super=[0] * 1000, arch='XL',
+                        affine_norms=False)
+    state = {k: v.cpu() for k, v in dit.state_dict().items()
+             if k != 'y_embedder.sub2super'}  # 1001-row table, as released
+    torch.save(state, osp.join(root, 'DiT-XL-2-256x256.pt'))
+    AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=('DownEncoderBlock2D', ) * 4,
+        up_block_types=('UpDecoderBlock2D', ) * 4,
+        block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+        norm_num_groups=32,
+        sample_size=256).save_pretrained(osp.join(root, 'sd-vae-ft-ema'))
+
+    class Inception(torch.nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 32, 3, padding=1)
+
+        def forward(self, img: torch.Tensor, return_features: bool = False):
+            x = self.conv(img.float() / 255)
+            return torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
+
+    torch.jit.script(Inception().requires_grad_(False)).save(
+        osp.join(root, 'inception-2015-12-05.pt'))
+
+
+def run(args: list, log: str) -> float:
+    start = time.perf_counter()
+    with open(log, 'w') as f:
+        code = subprocess.call([sys.executable, *args], stdout=f,
+                               stderr=subprocess.STDOUT, cwd=REPO)
+    if code:
+        with open(log) as f:
+            print(f.read()[-4000:])
+        raise SystemExit(f'{args[0]} failed ({code})')
+    return time.perf_counter() - start
+
+
+def iter_times(log: str) -> list:
+    with open(log) as f:
+        text = f.read()
+    return [(int(i), float(t), int(m)) for i, t, m in re.findall(
+        r'Iter\(train\) \[\s*(\d+)/\d+\].*?time: ([\d.]+).*?memory: (\d+)',
+        text)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--root', default='/tmp/inat_run')
+    parser.add_argument('--images', type=int, default=2048)
+    parser.add_argument('--fid', action='store_true',
+                        help='also sample and score FID with tools/test.py')
+    args = parser.parse_args()
+    os.makedirs(args.root, exist_ok=True)
+    data, work = osp.join(args.root, 'inat'), osp.join(args.root, 'work')
+    t0 = time.perf_counter()
+    write_inat(data, args.images)
+    write_weights(args.root)
+    print(json.dumps(dict(step='fixtures',
+                          seconds=round(time.perf_counter() - t0, 1))),
+          flush=True)
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'finediffusion_inat.py'))
+    cfg.model.backbone.sub2super.data_root = data
+    cfg.train_dataloader.dataset.data_root = data
+    cfg.test_dataloader.dataset.data_root = data
+    cfg.model.backbone.pretrained = f'{args.root}/DiT-XL-2-256x256.pt'
+    cfg.model.vae.from_pretrained = f'{args.root}/sd-vae-ft-ema'
+    for key in ('val_cfg', 'val_dataloader', 'val_evaluator'):
+        cfg.pop(key)
+    cfg.train_cfg.pop('val_interval')
+    cfg.default_hooks.checkpoint.interval = 100
+    cfg.default_hooks.logger.interval = 20
+    cfg.log_processor.window_size = 20
+    cfg.test_evaluator.metrics = [
+        dict(type='ConditionalFID', fake_nums=128, prefix='FID-128',
+             inception_path=f'{args.root}/inception-2015-12-05.pt',
+             sample_kwargs=dict(
+                 num_steps=25,
+                 sampler=dict(type='DPMSolverMultistepScheduler')))
+    ]
+    config = osp.join(args.root, 'inat_run.py')
+    cfg.dump(config)
+
+    log = osp.join(args.root, 'train.log')
+    seconds = run(['tools/train.py', config, '--work-dir', work,
+                   '--cfg-options', 'train_cfg.max_iters=200'], log)
+    times = iter_times(log)
+    steady = [t for i, t, _ in times if i > 40]
+    print(json.dumps(dict(
+        step='train 200 iterations, batch 32, VAE encode on the fly',
+        wall_s=round(seconds, 1),
+        img_per_s=round(32 / (sum(steady) / len(steady)), 1),
+        peak_memory_mib=max(m for _, _, m in times),
+        checkpoints=sorted(f for f in os.listdir(work)
+                           if f.endswith('.pth')))), flush=True)
+    log = osp.join(args.root, 'resume.log')
+    seconds = run(['tools/train.py', config, '--work-dir', work, '--resume',
+                   osp.join(work, 'iter_100.pth'), '--cfg-options',
+                   'train_cfg.max_iters=120'], log)
+    print(json.dumps(dict(step='resume from iter_100.pth to 120',
+                          wall_s=round(seconds, 1),
+                          logged_iters=[i for i, _, _ in iter_times(log)])),
+          flush=True)
+    if not args.fid:
+        return
+    seconds = run(['tools/test.py', config, osp.join(work, 'iter_200.pth'),
+                   '--work-dir', osp.join(args.root, 'eval')],
+                  osp.join(args.root, 'test.log'))
+    with open(osp.join(args.root, 'eval', 'metrics.json')) as f:
+        metrics = json.load(f)
+    print(json.dumps(dict(step='tools/test.py: 128 samples, FID',
+                          wall_s=round(seconds, 1), metrics=metrics)),
+          flush=True)
+
+if __name__ == '__main__':
+    main()
