@@ -49,9 +49,10 @@ class PEFTFreezeHook(Hook):
         params = dict(model.named_parameters())
         trainable = {n for n, p in params.items() if p.requires_grad}
         count = sum(params[n].numel() for n in trainable)
-        total = sum(p.numel() for p in params.values())
+        # The share of the DiT, as the paper reports it (the VAE is frozen).
+        total = sum(p.numel() for p in model.backbone.parameters())
         runner.logger.info(
-            f'PEFT: {count:,} of {total:,} parameters train '
+            f'PEFT: {count:,} of {total:,} backbone parameters train '
             f'({100 * count / total:.3f}%), {len(trainable)} tensors')
         held = {
             id(p)

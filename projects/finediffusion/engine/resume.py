@@ -63,11 +63,13 @@ def _random_state() -> dict:
 
 
 def _set_random_state(state: dict) -> None:
-    torch.set_rng_state(state['torch'])
+    # Resuming maps a checkpoint's tensors to the GPU; RNG states are
+    # CPU byte tensors.
+    torch.set_rng_state(state['torch'].cpu())
     np.random.set_state(state['numpy'])
     random.setstate(state['python'])
     if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
 
 
 @HOOKS.register_module()
