@@ -3,10 +3,10 @@ data in the iNat 2021 format (10,000 species in 11 supercategories), random
 weights in the official DiT layout and a random SD-VAE folder, since neither
 the data nor the weights can be downloaded here.
 
-Steps: write the fixtures; train 200 iterations (checkpoints at 100 and
-200); resume from iteration 100; with --fid, sample and score FID through
-tools/test.py (25 DPM-Solver++ steps, a random stand-in Inception). Prints
-one JSON line per step with its figures.
+Steps (--steps): write the fixtures; train 200 iterations (checkpoints at
+100 and 200); resume from iteration 100; fid: sample 128 images and score
+FID through tools/test.py (25 DPM-Solver++ steps, a random stand-in
+Inception). Prints one JSON line per step with its figures.
 
 Example:
     python benchmarks/inat_config_gpu.py --root /tmp/inat_run
@@ -108,8 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--root', default='/tmp/inat_run')
     parser.add_argument('--images', type=int, default=2048)
-    parser.add_argument('--fid', action='store_true',
-                        help='also sample and score FID with tools/test.py')
+    parser.add_argument('--steps', default='train,resume',
+                        help='comma-separated: train, resume, fid')
     args = parser.parse_args()
     os.makedirs(args.root, exist_ok=True)
     data, work = osp.join(args.root, 'inat'), osp.join(args.root, 'work')
@@ -142,7 +142,21 @@ def main() -> None:
     config = osp.join(args.root, 'inat_run.py')
     cfg.dump(config)
 
-    log = osp.join(args.root, 'train.log')
+    steps = args.steps.split(',')
+    if 'train' in steps:
+        train(args.root, config, work)
+    if 'resume' in steps:
+        resume(args.root, config, work)
+    if 'fid' in steps:
+        # The official-layout base alone when no training ran.
+        weights = osp.join(work, 'iter_200.pth')
+        if not osp.isfile(weights):
+            weights = f'{args.root}/DiT-XL-2-256x256.pt'
+        fid(args.root, config, weights)
+
+
+def train(root: str, config: str, work: str) -> None:
+    log = osp.join(root, 'train.log')
     seconds = run(['tools/train.py', config, '--work-dir', work,
                    '--cfg-options', 'train_cfg.max_iters=200'], log)
     times = iter_times(log)
@@ -154,7 +168,10 @@ def main() -> None:
         peak_memory_mib=max(m for _, _, m in times),
         checkpoints=sorted(f for f in os.listdir(work)
                            if f.endswith('.pth')))), flush=True)
-    log = osp.join(args.root, 'resume.log')
+
+
+def resume(root: str, config: str, work: str) -> None:
+    log = osp.join(root, 'resume.log')
     seconds = run(['tools/train.py', config, '--work-dir', work, '--resume',
                    osp.join(work, 'iter_100.pth'), '--cfg-options',
                    'train_cfg.max_iters=120'], log)
@@ -162,12 +179,13 @@ def main() -> None:
                           wall_s=round(seconds, 1),
                           logged_iters=[i for i, _, _ in iter_times(log)])),
           flush=True)
-    if not args.fid:
-        return
-    seconds = run(['tools/test.py', config, osp.join(work, 'iter_200.pth'),
-                   '--work-dir', osp.join(args.root, 'eval')],
-                  osp.join(args.root, 'test.log'))
-    with open(osp.join(args.root, 'eval', 'metrics.json')) as f:
+
+
+def fid(root: str, config: str, weights: str) -> None:
+    seconds = run(['tools/test.py', config, weights,
+                   '--work-dir', osp.join(root, 'eval')],
+                  osp.join(root, 'test.log'))
+    with open(osp.join(root, 'eval', 'metrics.json')) as f:
         metrics = json.load(f)
     print(json.dumps(dict(step='tools/test.py: 128 samples, FID',
                           wall_s=round(seconds, 1), metrics=metrics)),

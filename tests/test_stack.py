@@ -33,3 +33,18 @@ def test_register_all_modules():
     register_all_modules()
     assert MODELS.get('DenoisingUnet') is not None
     assert METRICS.get('FrechetInceptionDistance') is not None
+
+
+def test_sqrtm_accepts_disp_as_mmagic_fid_calls_it():
+    import numpy as np
+    import scipy.linalg
+
+    from finediffusion.compat import sqrtm_accepting_disp
+
+    a = np.array([[4.0, 1.0], [1.0, 3.0]])
+    # scipy >= 1.18's sqrtm takes no disp; wrapped as the compat module does.
+    without_disp = sqrtm_accepting_disp(lambda x: scipy.linalg.sqrtm(x))
+    for sqrtm in (scipy.linalg.sqrtm, without_disp):
+        root, error = sqrtm(a, disp=False)
+        assert np.allclose(root @ root, a) and error < 1e-10
+    assert np.allclose(without_disp(a), scipy.linalg.sqrtm(a))

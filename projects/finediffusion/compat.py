@@ -7,7 +7,10 @@ imports this module before anything else; in the project's environment a
 that a plain ``import mmagic.models`` works there too. Every fix is
 idempotent and says what breaks without it.
 """
+import inspect
+
 import numpy as np
+import scipy.linalg
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 
@@ -46,3 +49,24 @@ torch.serialization.add_safe_globals([
     (_multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
     (_multiarray.scalar, 'numpy.core.multiarray.scalar')
 ] + [type(np.dtype(code)) for code in np.typecodes['All']])
+
+
+def sqrtm_accepting_disp(sqrtm):
+    """``scipy.linalg.sqrtm`` with the ``disp`` argument scipy 1.18 removed.
+
+    MMagic's FID calls ``sqrtm(x, disp=False)`` and unpacks (root, error);
+    on scipy >= 1.18 that raises TypeError. ``disp=False`` returns the root
+    and the error estimate old scipy returned: ||root @ root - x||_F / ||x||_F.
+    """
+
+    def wrapped(a, disp=True, **kwargs):
+        root = sqrtm(a, **kwargs)
+        if disp:
+            return root
+        return root, np.linalg.norm(root @ root - a) / np.linalg.norm(a)
+
+    return wrapped
+
+
+if 'disp' not in inspect.signature(scipy.linalg.sqrtm).parameters:
+    scipy.linalg.sqrtm = sqrtm_accepting_disp(scipy.linalg.sqrtm)
