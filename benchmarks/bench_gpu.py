@@ -93,7 +93,6 @@ def train_case(trainable: str, batch: int, bf16: bool, compile_: bool,
         peak_mem_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2),
         first_step_s=round(first, 1),
         trainable_params=sum(p.numel() for p in params))
-    del model, optimizer
     return result
 
 

@@ -8,7 +8,6 @@ Prints one JSON object. Example:
 import json
 import os
 
-import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 

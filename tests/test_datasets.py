@@ -121,7 +121,7 @@ def test_vegfru_bad_lists(tmp_path):
                        'superclasses 0 and 1'):
         DATASETS.build(dict(type='VegFruDataset', data_root=str(tmp_path)))
     vegfru(tmp_path, rows, sup_rows=rows[:1])
-    with pytest.raises(ValueError, match=r"lacks the superclass.*veg/a/2.jpg"):
+    with pytest.raises(ValueError, match=r'lacks the superclass.*veg/a/2.jpg'):
         DATASETS.build(dict(type='VegFruDataset', data_root=str(tmp_path)))
 
 

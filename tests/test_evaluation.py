@@ -10,12 +10,11 @@ import sys
 import pytest
 import torch
 import torchvision
-from mmengine.config import Config
 
 from conftest import REPO
 from finediffusion.evaluation import ConditionalFID, LPIPSDiversity
 
-CLASSIFIER_CFG = '''
+CLASSIFIER_CFG = """
 model = dict(
     type='ImageClassifier',
     data_preprocessor=dict(num_classes=4, mean=[127.5] * 3, std=[127.5] * 3,
@@ -24,7 +23,7 @@ model = dict(
     neck=dict(type='GlobalAveragePooling'),
     head=dict(type='LinearClsHead', num_classes=4, in_channels=512,
               loss=dict(type='CrossEntropyLoss')))
-'''
+"""
 
 
 class FakeInception(torch.nn.Module):

@@ -7,8 +7,7 @@ from mmengine.runner import Runner
 
 from finediffusion.inference import build_from_delta
 from finediffusion.models import FineDiffusion, TieredDiT
-from finediffusion.models.checkpoint_io import (delta_keys, export_delta,
-                                                load_delta)
+from finediffusion.models.checkpoint_io import delta_keys, export_delta
 from finediffusion.models.peft import apply_trainable
 from test_tiered_dit import official_state_dict
 

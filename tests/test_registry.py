@@ -21,7 +21,7 @@ OURS = {
 
 # Lists what importing the plugin adds to MMagic's fully populated
 # registries, in a fresh interpreter so that nothing was registered before.
-_PROBE = '''
+_PROBE = """
 import json
 import mmagic.registry as registries
 from mmagic.utils import register_all_modules
@@ -37,7 +37,7 @@ import finediffusion
 after = names()
 print(json.dumps({name: sorted(after[name] - before[name])
                   for name in after if after[name] - before[name]}))
-'''
+"""
 
 
 def test_plugin_adds_exactly_its_modules_to_mmagic_registries():
