@@ -1,5 +1,6 @@
 """Shared fixtures: the toy hierarchy on disk and the tiny CPU config."""
 import os.path as osp
+import socket
 
 import pytest
 import torch
@@ -48,3 +49,10 @@ def vae_folder(tmp_path_factory) -> str:
         block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8,
         sample_size=16).save_pretrained(folder)
     return str(folder)
+
+
+def free_port() -> str:
+    """A TCP port free now on this machine, for a torchrun rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return str(sock.getsockname()[1])

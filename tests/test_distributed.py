@@ -6,7 +6,7 @@ import subprocess
 
 import torch
 
-from conftest import REPO
+from conftest import REPO, free_port
 from test_peft import base, peft_cfg  # noqa: F401  (the base fixture)
 
 
@@ -18,7 +18,7 @@ def test_dist_train_two_ranks_gloo(tiny_cfg, base, tmp_path):  # noqa: F811
     cfg.default_hooks.checkpoint.interval = 3
     config = str(tmp_path / 'ddp_cfg.py')
     cfg.dump(config)
-    env = dict(os.environ, PORT='29531',
+    env = dict(os.environ, PORT=free_port(),
                PYTHONPATH=osp.join(REPO, 'tests') + os.pathsep +
                os.environ.get('PYTHONPATH', ''))
     run = subprocess.run(

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import REPO
+from conftest import REPO, free_port
 from finediffusion.evaluation import ConditionalFID, LPIPSDiversity
 
 CLASSIFIER_CFG = """
@@ -112,7 +112,7 @@ def test_metrics_end_to_end_in_multi_test_loop(tiny_cfg, toy_root, weights,
     result = subprocess.run(
         ['bash', osp.join(REPO, 'tools/dist_test.sh'), config, ckpt, '2',
          '--work-dir', work_dir], capture_output=True, text=True,
-        env=dict(os.environ, PORT='29537'))
+        env=dict(os.environ, PORT=free_port()))
     assert result.returncode == 0, result.stderr[-3000:]
     with open(osp.join(work_dir, 'metrics.json')) as f:
         assert sorted(json.load(f)) == sorted(metrics)
