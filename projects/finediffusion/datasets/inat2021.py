@@ -15,7 +15,9 @@ RANKS = ('supercategory', 'kingdom', 'phylum', 'class', 'order', 'family',
 
 @lru_cache(maxsize=2)
 def _read_file(path: str, mtime: float) -> Tuple[list, list]:
-    """Categories and (file name, category id) pairs, parsed once."""
+    """Categories and (file name, category id) pairs, parsed once per
+    process for the model and the dataset (``mtime`` keys the cache, so an
+    edited file is read again)."""
     with open(path) as f:
         data = json.load(f)
     for key in ('images', 'annotations', 'categories'):

@@ -1,7 +1,6 @@
 """The class-name table of a two-tier taxonomy, name resolution, and the
 taxonomy readers of the datasets."""
 import difflib
-import json
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Callable, Dict, List, Optional, Sequence, Union
@@ -30,11 +29,6 @@ class Taxonomy:
     @classmethod
     def from_dict(cls, data: dict) -> 'Taxonomy':
         return cls(**{k: list(v) for k, v in data.items()})
-
-    @classmethod
-    def from_json(cls, path: str) -> 'Taxonomy':
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
 
     @classmethod
     def unnamed(cls, sub2super: Sequence[int]) -> 'Taxonomy':

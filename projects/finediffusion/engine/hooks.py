@@ -8,8 +8,6 @@ from mmengine.runner import Runner
 from mmagic.registry import HOOKS
 from ..models.checkpoint_io import delta_keys
 
-DATA_BATCH = Optional[dict]
-
 
 def _unwrap(runner: Runner):
     model = runner.model
@@ -112,7 +110,7 @@ class TrainableEMAHook(Hook):
     def after_train_iter(self,
                          runner: Runner,
                          batch_idx: int,
-                         data_batch: DATA_BATCH = None,
+                         data_batch: Optional[dict] = None,
                          outputs: Optional[dict] = None) -> None:
         model = _unwrap(runner)
         model.ema.update(model.backbone)

@@ -1,6 +1,6 @@
 """Exponential moving average of the trainable parameters only."""
 from contextlib import contextmanager
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import torch
 from torch import nn
@@ -23,6 +23,8 @@ class TrainableEMA(nn.Module):
         super().__init__()
         self.decay = decay
         self.names = list(names)
+        self._paired: Optional[nn.Module] = None
+        self._params: List[nn.Parameter] = []
         params = dict(module.named_parameters())
         for name in self.names:
             self.register_buffer(self._key(name),
@@ -34,8 +36,15 @@ class TrainableEMA(nn.Module):
         return name.replace('.', '__')
 
     def _pairs(self, module: nn.Module):
-        params = dict(module.named_parameters())
-        return [(getattr(self, self._key(n)), params[n]) for n in self.names]
+        """(average, parameter) pairs. The parameters are looked up once per
+        module (the update runs after every step); the averages each time,
+        as moving this module to another device replaces its buffers."""
+        if self._paired is not module:
+            params = dict(module.named_parameters())
+            self._params = [params[n] for n in self.names]
+            self._paired = module
+        return [(self._buffers[self._key(n)], p)
+                for n, p in zip(self.names, self._params)]
 
     @torch.no_grad()
     def copy_from(self, module: nn.Module) -> None:
