@@ -14,5 +14,4 @@ test: env
 	$(VENV_PY) -m pytest tests
 
 demo: env
-	$(VENV_PY) tools/make_toy_data.py data/toy_hierarchy
-	$(VENV_PY) tools/train.py configs/finediffusion_tiny_cpu.py
+	$(VENV_PY) tools/demo.py

@@ -80,3 +80,34 @@ def load_for_sampling(
     if taxonomy is None:
         taxonomy = Taxonomy.unnamed(model.backbone.y_embedder.sub2super.tolist())
     return model, taxonomy
+
+
+def export_base(config: Union[str, Config], checkpoint: str, out: str,
+                use_ema: bool = True) -> int:
+    """Writes a TieredDiT trained with this project as an official-layout
+    DiT state dict, which ``TieredDiT(pretrained=...)`` loads like the
+    released checkpoints (its class table is dropped).
+
+    This is how the demo's base model, pretrained on the synthetic stand-in
+    for ImageNet, becomes the starting point of FineDiffusion.
+
+    Args:
+        config (str or Config): The pretraining config.
+        checkpoint (str): A checkpoint of that run.
+        out (str): Output ``.pth``.
+        use_ema (bool): Write the EMA weights. Defaults to True.
+
+    Returns:
+        int: Number of tensors written.
+    """
+    model, _ = load_for_sampling(config, checkpoint)
+    backbone = model.backbone
+    if use_ema and model.ema is not None:
+        with model.ema.swapped_in(backbone):
+            state = {k: v.clone() for k, v in backbone.state_dict().items()}
+    else:
+        state = backbone.state_dict()
+    # The taxonomy is the base's own, never loaded into a new model.
+    state.pop('y_embedder.sub2super')
+    torch.save(state, out)
+    return len(state)

@@ -33,11 +33,20 @@ class LoadTieredImage(BaseTransform):
         key (str): Defaults to 'gt'.
         max_failures (int): Distinct bad files tolerated per process.
             Defaults to 100.
+        channel_order (str): 'rgb', or 'bgr' for models that take images
+            as OpenCV reads them (mmpretrain classifiers). Defaults to 'rgb'.
     """
 
-    def __init__(self, key: str = 'gt', max_failures: int = 100) -> None:
+    def __init__(self,
+                 key: str = 'gt',
+                 max_failures: int = 100,
+                 channel_order: str = 'rgb') -> None:
+        if channel_order not in ('rgb', 'bgr'):
+            raise ValueError(
+                f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         self.key = key
         self.max_failures = max_failures
+        self.channel_order = channel_order
         self.failures: List[str] = []
 
     def transform(self, results: dict) -> Optional[dict]:
@@ -58,9 +67,12 @@ class LoadTieredImage(BaseTransform):
                     f'max_failures={self.max_failures}: '
                     f'{self.failures[:10]}...')
             return None
-        results[self.key] = np.array(rgb)  # writable: later flips are in place
-        results[f'ori_{self.key}_shape'] = results[self.key].shape
-        results[f'{self.key}_channel_order'] = 'rgb'
+        image = np.array(rgb)  # writable: later flips are in place
+        if self.channel_order == 'bgr':
+            image = np.ascontiguousarray(image[..., ::-1])
+        results[self.key] = image
+        results[f'ori_{self.key}_shape'] = image.shape
+        results[f'{self.key}_channel_order'] = self.channel_order
         results[f'{self.key}_color_type'] = 'color'
         return results
 

@@ -30,8 +30,9 @@ def load_official_dit(model: nn.Module, path: str) -> Dict[str, List[str]]:
         path (str): Path to e.g. ``DiT-XL-2-256x256.pt``.
 
     Returns:
-        dict: ``skipped`` (checkpoint keys not loaded) and ``kept_init``
-        (model keys not in the checkpoint, left at their initialization).
+        dict: ``skipped`` (checkpoint keys not loaded), ``kept_init``
+        (model keys not in the checkpoint, left at their initialization)
+        and ``class_table_std`` (of the skipped class table, or None).
 
     Raises:
         ValueError: When the file is not a DiT state dict, or a tensor is
@@ -73,7 +74,11 @@ def load_official_dit(model: nn.Module, path: str) -> Dict[str, List[str]]:
     print_log(
         f'Loaded {len(to_load)} tensors from {path}; skipped {skipped}; '
         f'kept {len(kept_init)} at init: {kept_init}', logger='current')
-    return dict(skipped=skipped, kept_init=kept_init)
+    table = state.get(IMAGENET_TABLE)
+    return dict(
+        skipped=skipped,
+        kept_init=kept_init,
+        class_table_std=None if table is None else table.float().std().item())
 
 
 def _is_new_in_tiered_dit(key: str) -> bool:
@@ -161,3 +166,4 @@ def load_delta(model: nn.Module, path: str) -> List[str]:
         # Sampling uses the EMA: it must hold the delta's weights too.
         model.ema.copy_from(model.backbone)
     return sorted(tensors)
+

@@ -193,6 +193,13 @@ class TieredDiT(BaseModule):
             by a null row (standard CFG); None builds no null row.
         pretrained (str, optional): An official DiT checkpoint, loaded by
             :meth:`init_weights` after the random initialization.
+        class_init_std (float or str): Standard deviation of the class
+            table's normal initialization; DiT's 0.02 by default. 'base'
+            takes the standard deviation of the pretrained checkpoint's
+            class table, so that new classes start at the scale the frozen
+            network was trained with. A larger value (e.g. 1) makes the
+            class signal comparable to the timestep's from the first step,
+            for short schedules.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -210,8 +217,12 @@ class TieredDiT(BaseModule):
                  super_prob: float = 0.1,
                  null_prob: Optional[float] = None,
                  pretrained: Optional[str] = None,
+                 class_init_std: Union[float, str] = 0.02,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if class_init_std == 'base' and not pretrained:
+            raise ValueError("class_init_std='base' needs a pretrained "
+                             'checkpoint')
         if isinstance(arch, dict):
             depth, hidden_size, num_heads = (arch['depth'], arch['hidden_size'],
                                              arch['num_heads'])
@@ -234,6 +245,7 @@ class TieredDiT(BaseModule):
         self.in_channels = in_channels
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.pretrained = pretrained
+        self.class_init_std = class_init_std
 
         self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
@@ -277,7 +289,11 @@ class TieredDiT(BaseModule):
         proj = self.x_embedder.proj
         nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
         nn.init.zeros_(proj.bias)
-        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        table = self.y_embedder.embedding_table.weight
+        nn.init.normal_(
+            table,
+            std=0.02 if self.class_init_std == 'base' else
+            self.class_init_std)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         for block in self.blocks:
@@ -290,7 +306,13 @@ class TieredDiT(BaseModule):
             self.pos_embed.copy_(sincos_2d(self.pos_embed.shape[-1],
                                            *self.grid)[None])
         if self.pretrained:
-            self.load_official(self.pretrained)
+            loaded = self.load_official(self.pretrained)
+            if self.class_init_std == 'base':
+                if loaded['class_table_std'] is None:
+                    raise ValueError(
+                        f"class_init_std='base': {self.pretrained} has no "
+                        'class table')
+                nn.init.normal_(table, std=loaded['class_table_std'])
         self._is_init = True
 
     def load_official(self, path: str) -> Dict[str, List[str]]:

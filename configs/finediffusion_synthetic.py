@@ -1,0 +1,27 @@
+# FineDiffusion on the synthetic fine-grained taxonomy (100 subclasses in 10
+# shape families; tools/demo.py): the base-pretrained TieredDiT of
+# configs/synthetic/pretrain_base.py, PEFT fine-tuned with a new tiered table
+# and affine LayerNorms. A null row also trains (null_prob), so that one model
+# compares fine-grained and standard CFG.
+_base_ = ['./synthetic/pretrain_base.py']
+
+data_root = 'data/synthetic/fine/train'
+taxonomy = dict(type='HierarchyDataset', data_root=data_root)
+
+model = dict(
+    backbone=dict(
+        sub2super=dict(_delete_=True, **taxonomy),
+        affine_norms=True,
+        # Written by tools/demo.py from the pretraining run's EMA weights,
+        # in the official DiT layout.
+        pretrained='work_dirs/demo/pretrain/base_dit.pth',
+        # New classes start at the scale of the base model's class table.
+        class_init_std='base'),
+    trainable='finediffusion',
+    guidance=dict(type='FineGrainedCFG', scale=4.0))
+
+train_dataloader = dict(
+    dataset=dict(_delete_=True, **taxonomy,
+                 pipeline={{_base_.train_pipeline}}))
+train_cfg = dict(max_iters=500)
+optim_wrapper = dict(optimizer=dict(lr=3e-3))

@@ -1,0 +1,262 @@
+"""A synthetic two-tier image benchmark, deterministic from a seed.
+
+It stands in for ImageNet and iNaturalist where neither can be downloaded:
+
+- ``base`` (the pretraining taxonomy): a superclass per shape family, a
+  subclass per (family, wide hue range); stripes vary inside each class, so
+  that a model pretrained on it can draw every shape, hue and stripe.
+- ``fine`` (the fine-grained taxonomy): a superclass per shape family, ten
+  subclasses per family that differ only in fine attributes: five hues 7.2
+  degrees apart in the family's narrow band, times plain or striped.
+
+No subclass of one taxonomy is a subclass of the other. Within every class,
+position, size, rotation, saturation, brightness, stripe phase and background
+(colour, gradient, noise) vary, so that a class is a distribution, not a
+template. Files are written in :class:`HierarchyDataset`'s folder format,
+``root/<superclass>/<subclass>/<n>.png``.
+"""
+import colorsys
+import json
+import os
+import os.path as osp
+import shutil
+from dataclasses import asdict, dataclass
+from multiprocessing import Pool
+from typing import Dict, List, Optional
+
+import numpy as np
+from PIL import Image
+
+# The shape families, as masks over rotated, scaled local coordinates (u, v)
+# in about [-1, 1].
+# Neighbours in this order have overlapping hue bands in the fine taxonomy,
+# so they are shapes far apart (a square and a diamond would only differ by
+# rotation, which varies within a class anyway).
+FAMILIES = ('hexagon', 'cross', 'semicircle', 'frame', 'disc', 'star', 'ring',
+            'square', 'tee', 'triangle', 'pair', 'bowtie')
+
+# Families of the fine-grained taxonomy, in order: their hue bands are
+# spread around the colour circle.
+FINE_FAMILIES = FAMILIES[:10]
+FINE_HUES_PER_FAMILY = 5
+# The fine hues split the colour circle evenly (7.2 degrees apart), each
+# family owning a band of consecutive ones.
+FINE_HUE_STEP = 360. / (len(FINE_FAMILIES) * FINE_HUES_PER_FAMILY)
+FINE_PATTERNS = ('plain', 'striped')
+BASE_HUE_RANGES = 5
+
+STRIPE_ANGLES = {'horizontal': 0., 'vertical': 90.}
+# Render at this multiple of the output size, then average: anti-aliasing.
+SUPERSAMPLE = 3
+# Bumped whenever the rendering changes, so that stale data is rewritten.
+VERSION = 1
+
+
+def _polygon(u: np.ndarray, v: np.ndarray, sides: int,
+             radius: float = 1.) -> np.ndarray:
+    inside = np.ones(u.shape, dtype=bool)
+    apothem = radius * np.cos(np.pi / sides)
+    for k in range(sides):
+        angle = 2 * np.pi * k / sides + np.pi / 2
+        inside &= u * np.cos(angle) + v * np.sin(angle) < apothem
+    return inside
+
+
+def shape_mask(family: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Boolean mask of a shape family at local coordinates (u, v)."""
+    r = np.hypot(u, v)
+    au, av = np.abs(u), np.abs(v)
+    if family == 'disc':
+        return r < 0.9
+    if family == 'ring':
+        return (r < 1.) & (r > 0.55)
+    if family == 'square':
+        return np.maximum(au, av) < 0.75
+    if family == 'frame':
+        return (np.maximum(au, av) < 0.85) & (np.maximum(au, av) > 0.45)
+    if family == 'triangle':
+        return _polygon(u, v + 0.15, 3, 1.1)
+    if family == 'hexagon':
+        return _polygon(u, v, 6, 0.95)
+    if family == 'star':
+        theta = np.arctan2(v, u)
+        return r < 0.45 + 0.5 * (0.5 + 0.5 * np.cos(5 * theta))**2
+    if family == 'cross':
+        return (np.minimum(au, av) < 0.32) & (np.maximum(au, av) < 1.)
+    if family == 'semicircle':
+        return (r < 1.) & (v > -0.2)
+    if family == 'tee':
+        return ((au < 1.) & (v > 0.35) & (v < 1.)) | ((au < 0.3) & (v > -1.)
+                                                       & (v <= 0.35))
+    if family == 'pair':
+        return np.hypot(au - 0.52, v) < 0.48
+    if family == 'bowtie':
+        return (au < 1.) & (av < au) | (au < 0.25) & (av < 0.25)
+    raise ValueError(f'unknown shape family {family!r}; known: {FAMILIES}')
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """How the images of one subclass are drawn.
+
+    Args:
+        name (str): Subclass name (its folder).
+        superclass (str): Superclass name (its folder).
+        family (str): Shape family, one of :data:`FAMILIES`.
+        hue (float): Hue centre in degrees.
+        hue_spread (float): Hue standard deviation (fine) or half-width of a
+            uniform range (base) in degrees.
+        uniform_hue (bool): Hue uniform in ``hue +- hue_spread`` instead of
+            normal.
+        stripes (str, optional): 'none', 'horizontal' or 'vertical', or
+            None for a random choice per image.
+    """
+
+    name: str
+    superclass: str
+    family: str
+    hue: float
+    hue_spread: float
+    uniform_hue: bool = False
+    stripes: Optional[str] = None
+
+
+def fine_taxonomy() -> List[ClassSpec]:
+    """100 subclasses in 10 superclasses (shape families)."""
+    specs = []
+    for f, family in enumerate(FINE_FAMILIES):
+        for k in range(FINE_HUES_PER_FAMILY):
+            hue = FINE_HUE_STEP * (f * FINE_HUES_PER_FAMILY + k)
+            for pattern in FINE_PATTERNS:
+                specs.append(
+                    ClassSpec(f'{family}-hue{hue:03.0f}-{pattern}', family,
+                              family, hue, 1.,
+                              stripes='none' if pattern == 'plain' else
+                              'horizontal'))
+    return specs
+
+
+def base_taxonomy() -> List[ClassSpec]:
+    """60 subclasses in 12 superclasses: (family, one fifth of the hue
+    circle), stripes of any kind within a class."""
+    width = 360. / BASE_HUE_RANGES
+    return [
+        ClassSpec(f'{family}-range{k}', family, family, width * (k + 0.5),
+                  width / 2, uniform_hue=True)
+        for family in FAMILIES for k in range(BASE_HUE_RANGES)
+    ]
+
+
+TAXONOMIES = {'fine': fine_taxonomy, 'base': base_taxonomy}
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h / 360. % 1., s, v))
+
+
+def render(spec: ClassSpec, rng: np.random.Generator,
+           size: int = 32) -> np.ndarray:
+    """One image of a class, (size, size, 3) uint8."""
+    n = size * SUPERSAMPLE
+    yy, xx = (np.mgrid[:n, :n].astype(np.float32) + 0.5) / SUPERSAMPLE
+
+    # Background: a flat low-saturation colour of any brightness.
+    image = np.empty((n, n, 3))
+    image[:] = _hsv(rng.uniform(0, 360), rng.uniform(0, 0.2),
+                    rng.uniform(0.1, 0.9))
+
+    # Shape: position, size and rotation vary.
+    cx, cy = rng.uniform(0.3, 0.7, 2) * size
+    radius = rng.uniform(0.26, 0.36) * size
+    rot = rng.uniform(0, 2 * np.pi)
+    dx, dy = (xx - cx) / radius, (yy - cy) / radius
+    u = dx * np.cos(rot) + dy * np.sin(rot)
+    v = -dx * np.sin(rot) + dy * np.cos(rot)
+    mask = shape_mask(spec.family, u, v)
+
+    if spec.uniform_hue:
+        hue = spec.hue + rng.uniform(-spec.hue_spread, spec.hue_spread)
+    else:
+        hue = spec.hue + rng.normal(0, spec.hue_spread)
+    sat, val = rng.uniform(0.75, 0.95), rng.uniform(0.75, 1.)
+    stripes = spec.stripes or rng.choice(['none', *STRIPE_ANGLES])
+    colour = np.broadcast_to(_hsv(hue, sat, val), image.shape).copy()
+    if stripes != 'none':
+        # Stripes stay in the image frame whatever the rotation: the angle
+        # is the class attribute.
+        period = size / 4
+        theta = np.deg2rad(STRIPE_ANGLES[stripes])
+        across = -xx * np.sin(theta) + yy * np.cos(theta)
+        dark = ((across / period + rng.uniform()) % 1.) < 0.5
+        colour[dark] = _hsv(hue, sat, val * 0.45)
+    image[mask] = colour[mask]
+
+    image = image.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE,
+                          3).mean(axis=(1, 3))
+    return (image.clip(0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _write_class(job) -> int:
+    root, spec, index, count, size, seed, split = job
+    # One stream per (seed, split, class): the files do not depend on the
+    # order or the number of workers that write them.
+    rng = np.random.default_rng([seed, split, index])
+    folder = osp.join(root, spec.superclass, spec.name)
+    # A rewrite (other settings, or an interrupted run) leaves no stale file.
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    for n in range(count):
+        Image.fromarray(render(spec, rng, size)).save(
+            osp.join(folder, f'{n:04d}.png'))
+    return count
+
+
+def write_synthetic_hierarchy(root: str,
+                              taxonomy: str = 'fine',
+                              images_per_class: Dict[str, int] = None,
+                              size: int = 32,
+                              seed: int = 0,
+                              workers: int = 2) -> Dict[str, str]:
+    """Writes one taxonomy's splits, unless the same ones are there.
+
+    Args:
+        root (str): Output folder; each split goes to ``root/<split>``.
+        taxonomy (str): 'fine' or 'base'.
+        images_per_class (dict): Images per class of each split. Defaults
+            to ``{'train': 100}``.
+        size (int): Image side in pixels. Defaults to 32.
+        seed (int): The same seed writes the same files. Defaults to 0.
+        workers (int): Processes. Defaults to 2.
+
+    Returns:
+        dict: The folder of each split.
+    """
+    if taxonomy not in TAXONOMIES:
+        raise ValueError(f'taxonomy must be one of {sorted(TAXONOMIES)}, '
+                         f'got {taxonomy!r}')
+    images_per_class = images_per_class or {'train': 100}
+    specs = TAXONOMIES[taxonomy]()
+    folders = {}
+    for split_id, (split, count) in enumerate(sorted(images_per_class.items())):
+        folder = osp.join(root, split)
+        folders[split] = folder
+        stamp = dict(version=VERSION, taxonomy=taxonomy, split=split,
+                     images_per_class=count, size=size, seed=seed,
+                     classes=[asdict(s) for s in specs])
+        stamp_file = osp.join(folder, 'synthetic.json')
+        if osp.exists(stamp_file):
+            with open(stamp_file) as f:
+                if json.load(f) == stamp:
+                    continue
+        jobs = [(folder, spec, i, count, size, seed, split_id)
+                for i, spec in enumerate(specs)]
+        if workers > 1:
+            with Pool(workers) as pool:
+                pool.map(_write_class, jobs)
+        else:
+            for job in jobs:
+                _write_class(job)
+        # Written last: a partial folder is never taken for a finished one.
+        with open(stamp_file, 'w') as f:
+            json.dump(stamp, f)
+    return folders
