@@ -23,7 +23,8 @@ def test_config_loads(path):
     if 'model' in cfg and cfg.model.get('type'):
         # The demo's judge is an mmpretrain classifier; every other model
         # config is a FineDiffusion.
-        expected = ('ImageClassifier' if cfg.default_scope == 'mmpretrain'
+        expected = ('ImageClassifier'
+                    if cfg.get('default_scope') == 'mmpretrain'
                     else 'FineDiffusion')
         assert cfg.model.type == expected
 
