@@ -31,7 +31,7 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from finediffusion.evaluation.judge import (Judge, accuracy,
                                             intra_class_spread)
 from finediffusion.inference import export_base, load_for_sampling
 from finediffusion.models.guidance import FineGrainedCFG
+from finediffusion.models.peft import trainable_count
 from finediffusion.visualization import class_grid
 from mmengine.config import Config
 
@@ -210,13 +211,14 @@ class Stages:
         }
         return options
 
-    def pretrain(self) -> str:
+    def pretrain(self) -> Tuple[str, dict]:
+        """The exported base model's path and the run's record."""
         record = self.train('pretrain', BASE_CONFIG, self.model_options(
             'pretrain', osp.join(self.base, 'train')))
         out = osp.join(self.work_dir, 'pretrain', 'base_dit.pth')
         cfg = _config(BASE_CONFIG, record['stamp']['options'])
         export_base(cfg, record['checkpoint'], out)
-        return out
+        return out, record
 
     def finetune(self, base: str, trainable='finediffusion',
                  stage: str = 'finetune') -> dict:
@@ -343,12 +345,10 @@ def main() -> None:
           f'{judge_acc["subclass_top1"]:.1%}, superclass top-1 '
           f'{judge_acc["superclass_top1"]:.1%}', flush=True)
 
-    base = stages.pretrain()
+    base, pretrain = stages.pretrain()
     peft = stages.finetune(base)
     model, _ = stages.load(peft)
-    trainable = sum(p.numel() for p in model.backbone.parameters()
-                    if p.requires_grad)
-    total = sum(p.numel() for p in model.backbone.parameters())
+    trainable, total = trainable_count(model.backbone)
 
     p = stages.s['sample']
     labels = torch.arange(len(taxonomy.names)).repeat_interleave(
@@ -405,7 +405,8 @@ def main() -> None:
         trainable_params=trainable,
         backbone_params=total,
         trainable_percent=100 * trainable / total,
-        pretrain=_speed(stages, 'pretrain'),
+        pretrain=dict(seconds=pretrain['seconds'],
+                      img_per_s=pretrain['img_per_s']),
         finetune=dict(seconds=peft['seconds'], img_per_s=peft['img_per_s']),
         guidance=results,
         grid=grid_path)
@@ -420,12 +421,6 @@ def main() -> None:
     print(f'Grid: {grid_path}\nMetrics: '
           f'{osp.join(args.work_dir, "metrics.json")}\n'
           f'Total: {metrics["total_seconds"]:.0f} s')
-
-
-def _speed(stages: Stages, stage: str) -> dict:
-    with open(osp.join(stages.work_dir, stage, 'done.json')) as f:
-        record = json.load(f)
-    return dict(seconds=record['seconds'], img_per_s=record['img_per_s'])
 
 
 def experiment(stages: Stages, base: str, model, judge: Judge,
@@ -459,9 +454,7 @@ def experiment(stages: Stages, base: str, model, judge: Judge,
             'finetune_' + name.split()[0].lower())
         record = stages.finetune(base, trainable, stage)
         tuned, _ = stages.load(record)
-        count = sum(p.numel() for p in tuned.backbone.parameters()
-                    if p.requires_grad)
-        total = sum(p.numel() for p in tuned.backbone.parameters())
+        count, total = trainable_count(tuned.backbone)
         images = stages.sample(tuned, labels, 'fine_grained',
                                stages.s['sample']['scale'])
         methods.append(dict(

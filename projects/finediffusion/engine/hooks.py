@@ -7,6 +7,7 @@ from mmengine.runner import Runner
 
 from mmagic.registry import HOOKS
 from ..models.checkpoint_io import delta_keys
+from ..models.peft import trainable_count
 
 
 def _unwrap(runner: Runner):
@@ -46,9 +47,8 @@ class PEFTFreezeHook(Hook):
                 'model.backbone.sub2super the dataset\'s taxonomy spec')
         params = dict(model.named_parameters())
         trainable = {n for n, p in params.items() if p.requires_grad}
-        count = sum(params[n].numel() for n in trainable)
         # The share of the DiT, as the paper reports it (the VAE is frozen).
-        total = sum(p.numel() for p in model.backbone.parameters())
+        count, total = trainable_count(model.backbone)
         runner.logger.info(
             f'PEFT: {count:,} of {total:,} backbone parameters train '
             f'({100 * count / total:.3f}%), {len(trainable)} tensors')

@@ -6,6 +6,7 @@ from mmengine.model import is_model_wrapper
 
 from mmagic.evaluation.metrics.base_gen_metric import GenerativeMetric
 from mmagic.registry import METRICS
+from .judge import Judge, accuracy
 from .sampling import ConditionalSampling, fake_image, label_of
 
 
@@ -40,34 +41,29 @@ class ClassifierFidelity(ConditionalSampling, GenerativeMetric):
                  seed: int = 0,
                  prefix: str = 'Fidelity',
                  collect_device: str = 'cpu') -> None:
-        from mmpretrain.apis import init_model
         super().__init__(fake_nums, need_cond_input=True,
                          sample_model=sample_model,
                          collect_device=collect_device, prefix=prefix,
                          sample_kwargs=sample_kwargs or {})
-        self.classifier = init_model(classifier_config,
-                                     classifier_checkpoint).eval()
+        self.judge = Judge(classifier_config, classifier_checkpoint)
         self.seed = seed
         self.sub2super: Optional[torch.Tensor] = None
 
     def prepare(self, module, dataloader) -> None:
         module = module.module if is_model_wrapper(module) else module
         self.sub2super = module.backbone.y_embedder.sub2super.cpu()
-        self.classifier.to(module.data_preprocessor.device)
-
+        self.judge.to(module.data_preprocessor.device)
 
     @torch.no_grad()
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         if len(self.fake_results) >= self.fake_nums_per_device:
             return
-        # The classifier's preprocessor takes uint8 BGR, as from the disk.
-        images = [
+        # MMagic's generated images are BGR, as the classifier takes them.
+        images = torch.stack([
             fake_image(pred, self.sample_model).round().clamp(0, 255).byte()
             for pred in data_samples
-        ]
-        data = self.classifier.data_preprocessor(dict(inputs=images), False)
-        logits = self.classifier(data['inputs'], mode='tensor')
-        predicted = logits.argmax(dim=1).cpu().tolist()
+        ])
+        predicted = self.judge(images, channel_order='bgr')['pred'].tolist()
         self.fake_results.extend(
             (label_of(pred), guess)
             for pred, guess in zip(data_samples, predicted))
@@ -75,8 +71,4 @@ class ClassifierFidelity(ConditionalSampling, GenerativeMetric):
     def compute_metrics(self, fake_results: list) -> dict:
         labels = torch.tensor([label for label, _ in fake_results])
         guesses = torch.tensor([guess for _, guess in fake_results])
-        in_range = guesses < len(self.sub2super)
-        sub = (guesses == labels).float().mean().item()
-        sup = (in_range & (self.sub2super[labels] == self.sub2super[
-            guesses.clamp(max=len(self.sub2super) - 1)])).float().mean().item()
-        return dict(subclass_top1=sub, superclass_top1=sup)
+        return accuracy(guesses, labels, self.sub2super.tolist())

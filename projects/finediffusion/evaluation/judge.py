@@ -25,12 +25,19 @@ class Judge:
         self.model = init_model(config, checkpoint, device=device).eval()
         self.batch_size = batch_size
 
+    def to(self, device) -> 'Judge':
+        self.model.to(device)
+        return self
+
     @torch.no_grad()
-    def __call__(self, images: Tensor) -> Dict[str, Tensor]:
-        """Predicted subclasses and pooled features of RGB uint8 images.
+    def __call__(self, images: Tensor,
+                 channel_order: str = 'rgb') -> Dict[str, Tensor]:
+        """Predicted subclasses and pooled features of uint8 images.
 
         Args:
-            images (Tensor): (N, 3, H, W) uint8, RGB.
+            images (Tensor): (N, 3, H, W) uint8.
+            channel_order (str): 'rgb', or 'bgr' (MMagic's generated
+                images). Defaults to 'rgb'.
 
         Returns:
             dict: ``pred`` (N, ) and ``features`` (N, D), on the CPU.
@@ -38,8 +45,10 @@ class Judge:
         preds, feats = [], []
         for batch in images.split(self.batch_size):
             # mmpretrain models take BGR, as OpenCV reads files.
-            data = self.model.data_preprocessor(
-                dict(inputs=list(batch.flip(1))), False)
+            if channel_order == 'rgb':
+                batch = batch.flip(1)
+            data = self.model.data_preprocessor(dict(inputs=list(batch)),
+                                                False)
             feat = self.model.extract_feat(data['inputs'])
             logits = self.model.head(feat)
             feat = feat[-1] if isinstance(feat, tuple) else feat
@@ -50,11 +59,18 @@ class Judge:
 
 def accuracy(pred: Tensor, labels: Tensor,
              sub2super: Sequence[int]) -> Dict[str, float]:
-    """Subclass and superclass top-1 of predicted subclass ids."""
+    """Subclass and superclass top-1 of predicted subclass ids.
+
+    A prediction outside the taxonomy (a classifier with more classes) is
+    wrong at both levels.
+    """
     table = torch.as_tensor(list(sub2super))
+    in_range = pred < len(table)
+    super_hit = in_range & (table[pred.clamp(max=len(table) - 1)] ==
+                            table[labels])
     return dict(
         subclass_top1=(pred == labels).float().mean().item(),
-        superclass_top1=(table[pred] == table[labels]).float().mean().item())
+        superclass_top1=super_hit.float().mean().item())
 
 
 def intra_class_spread(features: Tensor, labels: Tensor,

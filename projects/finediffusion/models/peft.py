@@ -1,6 +1,6 @@
 """Which backbone parameters train: FineDiffusion's PEFT set and baselines."""
 from fnmatch import fnmatchcase
-from typing import List, Sequence, Union
+from typing import List, Sequence, Tuple, Union
 
 from torch import nn
 
@@ -64,3 +64,10 @@ def apply_trainable(module: nn.Module,
         if train:
             chosen.append(name)
     return chosen
+
+
+def trainable_count(module: nn.Module) -> Tuple[int, int]:
+    """(trainable, total) parameter counts of ``module``."""
+    params = list(module.parameters())
+    return (sum(p.numel() for p in params if p.requires_grad),
+            sum(p.numel() for p in params))
