@@ -32,7 +32,7 @@ def test_taxonomies_are_fine_grained_and_disjoint():
         # (a narrow band) or pattern only.
         assert len({s.family for s in members}) == 1
         hues = sorted(s.hue for s in members)
-        assert hues[-1] - hues[0] < 36
+        assert hues[-1] - hues[0] < 60
         assert len({(s.hue, s.stripes) for s in members}) == len(members)
 
 
@@ -85,8 +85,22 @@ def test_writer_skips_identical_and_rewrites_changed_splits(tmp_path):
     # Fewer images per class: no stale file stays behind.
     assert not osp.exists(first)
     assert len(_files(osp.join(root, 'train'))) == len(base_taxonomy())
+    # Classes of other settings (an older version's names) go too.
+    stale = osp.join(root, 'train', 'disc', 'disc-old')
+    os.makedirs(stale)
+    write_synthetic_hierarchy(root, 'base', {'train': 2}, workers=1)
+    assert not osp.exists(stale)
+    assert len(_files(osp.join(root, 'train'))) == 2 * len(base_taxonomy())
     with pytest.raises(ValueError, match='taxonomy'):
         write_synthetic_hierarchy(root, 'imagenet')
+    # A folder it did not write is refused, and kept.
+    mine = tmp_path / 'mine' / 'train'
+    mine.mkdir(parents=True)
+    (mine / 'photo.png').write_bytes(b'')
+    with pytest.raises(FileExistsError, match='synthetic.json'):
+        write_synthetic_hierarchy(str(tmp_path / 'mine'), 'base',
+                                  {'train': 1}, workers=1)
+    assert (mine / 'photo.png').exists()
 
 
 def test_accuracy_and_spread():

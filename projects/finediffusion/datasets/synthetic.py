@@ -6,8 +6,8 @@ It stands in for ImageNet and iNaturalist where neither can be downloaded:
   subclass per (family, wide hue range); stripes vary inside each class, so
   that a model pretrained on it can draw every shape, hue and stripe.
 - ``fine`` (the fine-grained taxonomy): a superclass per shape family, ten
-  subclasses per family that differ only in fine attributes: five hues 7.2
-  degrees apart in the family's narrow band, times plain or striped.
+  subclasses per family that differ only in fine attributes: five hues 12
+  degrees apart in the family's band, times plain or striped.
 
 No subclass of one taxonomy is a subclass of the other. Within every class,
 position, size, rotation, saturation, brightness, stripe phase and background
@@ -29,9 +29,9 @@ from PIL import Image
 
 # The shape families, as masks over rotated, scaled local coordinates (u, v)
 # in about [-1, 1].
-# Neighbours in this order have overlapping hue bands in the fine taxonomy,
-# so they are shapes far apart (a square and a diamond would only differ by
-# rotation, which varies within a class anyway).
+# Families six apart in this order share hue bands in the fine taxonomy, so
+# every shape is far from the others (a square and a diamond would only
+# differ by rotation).
 FAMILIES = ('hexagon', 'cross', 'semicircle', 'frame', 'disc', 'star', 'ring',
             'square', 'tee', 'triangle', 'pair', 'bowtie')
 
@@ -39,17 +39,28 @@ FAMILIES = ('hexagon', 'cross', 'semicircle', 'frame', 'disc', 'star', 'ring',
 # spread around the colour circle.
 FINE_FAMILIES = FAMILIES[:10]
 FINE_HUES_PER_FAMILY = 5
-# The fine hues split the colour circle evenly (7.2 degrees apart), each
-# family owning a band of consecutive ones.
-FINE_HUE_STEP = 360. / (len(FINE_FAMILIES) * FINE_HUES_PER_FAMILY)
+# Consecutive hues along the circle, each family owning a band of five (48
+# degrees); the bands of families six apart overlap, and their shapes tell
+# them apart. 7.2 degrees (bands that tile the circle) was finer than the
+# demo's five-minute diffusion model could draw.
+FINE_HUE_STEP = 12.
 FINE_PATTERNS = ('plain', 'striped')
 BASE_HUE_RANGES = 5
+
+# Within-class variation of the shape: centre and radius (fractions of the
+# side) and rotation (degrees either way). Mild, so that the demo's model
+# learns to draw shapes in minutes on a CPU: with shapes anywhere at any
+# angle it drew none in that time. Background, brightness, saturation and
+# stripe phase vary fully.
+POSITION = (0.45, 0.55)
+RADIUS = (0.30, 0.34)
+ROTATION = 15.
 
 STRIPE_ANGLES = {'horizontal': 0., 'vertical': 90.}
 # Render at this multiple of the output size, then average: anti-aliasing.
 SUPERSAMPLE = 3
 # Bumped whenever the rendering changes, so that stale data is rewritten.
-VERSION = 1
+VERSION = 2
 
 
 def _polygon(u: np.ndarray, v: np.ndarray, sides: int,
@@ -166,9 +177,9 @@ def render(spec: ClassSpec, rng: np.random.Generator,
                     rng.uniform(0.1, 0.9))
 
     # Shape: position, size and rotation vary.
-    cx, cy = rng.uniform(0.3, 0.7, 2) * size
-    radius = rng.uniform(0.26, 0.36) * size
-    rot = rng.uniform(0, 2 * np.pi)
+    cx, cy = rng.uniform(*POSITION, 2) * size
+    radius = rng.uniform(*RADIUS) * size
+    rot = np.deg2rad(rng.uniform(-ROTATION, ROTATION))
     dx, dy = (xx - cx) / radius, (yy - cy) / radius
     u = dx * np.cos(rot) + dy * np.sin(rot)
     v = -dx * np.sin(rot) + dy * np.cos(rot)
@@ -202,8 +213,6 @@ def _write_class(job) -> int:
     # order or the number of workers that write them.
     rng = np.random.default_rng([seed, split, index])
     folder = osp.join(root, spec.superclass, spec.name)
-    # A rewrite (other settings, or an interrupted run) leaves no stale file.
-    shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     for n in range(count):
         Image.fromarray(render(spec, rng, size)).save(
@@ -248,7 +257,18 @@ def write_synthetic_hierarchy(root: str,
             with open(stamp_file) as f:
                 if json.load(f) == stamp:
                     continue
-        jobs = [(folder, spec, i, count, size, seed, split_id)
+        elif osp.exists(folder):
+            # Never delete what this generator did not write.
+            raise FileExistsError(
+                f'{folder} exists but holds no synthetic.json, so it was '
+                'not written by write_synthetic_hierarchy: move it or choose '
+                'another root')
+        # Written beside the split, which is replaced only when complete:
+        # other settings (other class names) leave no stale folder, and an
+        # interrupted run leaves the previous split whole.
+        partial = folder + '.partial'
+        shutil.rmtree(partial, ignore_errors=True)
+        jobs = [(partial, spec, i, count, size, seed, split_id)
                 for i, spec in enumerate(specs)]
         if workers > 1:
             with Pool(workers) as pool:
@@ -256,7 +276,8 @@ def write_synthetic_hierarchy(root: str,
         else:
             for job in jobs:
                 _write_class(job)
-        # Written last: a partial folder is never taken for a finished one.
-        with open(stamp_file, 'w') as f:
+        with open(osp.join(partial, 'synthetic.json'), 'w') as f:
             json.dump(stamp, f)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(partial, folder)
     return folders
