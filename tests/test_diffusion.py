@@ -128,6 +128,33 @@ def test_hybrid_loss_equals_reference(backbone):
     np.testing.assert_allclose(ours.double().numpy(), ref, rtol=1e-5)
 
 
+def test_min_snr_weighting_scales_only_the_clean_steps(backbone):
+    torch.manual_seed(0)
+    x0 = torch.rand(4, 4, 8, 8) * 2 - 1
+    t = torch.tensor([5, 200, 600, 999])
+    noise = torch.randn_like(x0)
+    rows = torch.tensor([0, 1, 2, 3])
+
+    def model_fn(xt, steps):
+        with torch.no_grad():
+            return backbone(xt, steps, rows)
+
+    plain = DiTDiffusion().training_losses(model_fn, x0, t, noise)
+    weighted = DiTDiffusion(snr_gamma=1.0).training_losses(
+        model_fn, x0, t, noise)
+    abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))[t.numpy()]
+    snr = abar / (1 - abar)
+    expected = (np.minimum(snr, 1.0) / snr * plain['mse'].double().numpy() +
+                plain['vb'].double().numpy())
+    np.testing.assert_allclose(weighted['loss'].double().numpy(), expected,
+                               rtol=1e-5)
+    # The noisy steps (SNR < 1) keep their weight; the clean ones lose it.
+    assert snr[0] > 1 > snr[-1]
+    assert weighted['loss'][0] < plain['loss'][0]
+    assert weighted['loss'][-1] == plain['loss'][-1]
+    assert torch.equal(weighted['mse'], plain['mse'])
+
+
 def reference_sample(ref, backbone, noise_seq, labels, scale):
     """ADM's p_sample loop with fine-grained CFG computed by two calls."""
     sup = torch.tensor(SUB2SUPER)[labels] + len(SUB2SUPER)

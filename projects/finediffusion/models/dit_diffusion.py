@@ -83,12 +83,18 @@ class DiTDiffusion:
             defaults to the linear schedule of ``num_timesteps`` steps.
         timestep_map (list[int], optional): The model timestep of each step
             of a respaced schedule; defaults to the identity.
+        snr_gamma (float, optional): Min-SNR-gamma weighting of the epsilon
+            MSE (Hang et al., 2023): steps whose signal-to-noise ratio
+            exceeds gamma are weighted by gamma / SNR. It spends a short
+            run's updates on the noisy steps, where the class decides the
+            image. None (DiT) weights every step equally.
     """
 
     def __init__(self,
                  num_timesteps: int = 1000,
                  betas: Optional[Tensor] = None,
-                 timestep_map: Optional[List[int]] = None) -> None:
+                 timestep_map: Optional[List[int]] = None,
+                 snr_gamma: Optional[float] = None) -> None:
         betas = linear_betas(num_timesteps) if betas is None else betas.double()
         self.num_timesteps = len(betas)
         self.timestep_map = torch.tensor(
@@ -111,6 +117,9 @@ class DiTDiffusion:
         self.posterior_mean_coef2 = (1.0 - cumprod_prev) * alphas.sqrt() / (
             1.0 - cumprod)
         self.log_betas = torch.log(betas)
+        snr = cumprod / (1.0 - cumprod)
+        self.mse_weights = (None if snr_gamma is None else
+                            snr.clamp(max=snr_gamma) / snr)
         self._device_tables: Dict[tuple, Tensor] = {}
 
     def _at(self, table: Tensor, t: Tensor, like: Tensor) -> Tensor:
@@ -206,7 +215,9 @@ class DiTDiffusion:
         vb = self.vb_terms_bpd(
             torch.cat([eps.detach(), var_values], dim=1), x0, xt, t)
         mse = mean_flat((noise - eps)**2)
-        return dict(loss=mse + vb, mse=mse, vb=vb)
+        weighted = mse if self.mse_weights is None else (
+            self._at(self.mse_weights, t, mse) * mse)
+        return dict(loss=weighted + vb, mse=mse, vb=vb)
 
     def respaced(self, steps: int) -> 'DiTDiffusion':
         """The same process on ``steps`` evenly spaced steps (ADM respacing).
