@@ -21,7 +21,7 @@ model = dict(
     trainable='full',
     ema_decay=0.999,
     sample_steps=25,
-    data_preprocessor=dict(type='DataPreprocessor'))
+    data_preprocessor=dict(type='TieredDataPreprocessor'))
 
 train_pipeline = [
     dict(type='LoadImageFromFile', key='gt'),

@@ -19,7 +19,7 @@ model = dict(
     ema_decay=0.9999,
     guidance=dict(type='FineGrainedCFG', mode='fine_grained', scale=4.0),
     sample_steps=250,
-    data_preprocessor=dict(type='DataPreprocessor'))
+    data_preprocessor=dict(type='TieredDataPreprocessor'))
 
 optim_wrapper = dict(
     constructor='PEFTOptimWrapperConstructor',

@@ -1,4 +1,5 @@
 """Models of FineDiffusion, registered into MMagic's registries."""
+from .data_preprocessor import TieredDataPreprocessor
 from .dit_diffusion import DiTDiffusion
 from .finediffusion import FineDiffusion
 from .guidance import FineGrainedCFG
@@ -7,5 +8,5 @@ from .tiered_embedder import TieredEmbedder
 
 __all__ = [
     'DiTDiffusion', 'FineDiffusion', 'FineGrainedCFG', 'TieredDiT',
-    'TieredEmbedder'
+    'TieredDataPreprocessor', 'TieredEmbedder'
 ]

@@ -50,8 +50,9 @@ class FineDiffusion(BaseModel):
             setting, respaced DDPM).
         latent_scale (float): Factor applied to VAE latents. Defaults to
             0.18215 (SD-VAE).
-        data_preprocessor (dict, optional): Defaults to MMagic's
-            ``DataPreprocessor`` (images to [-1, 1]).
+        data_preprocessor (dict, optional): Defaults to
+            :class:`TieredDataPreprocessor` (MMagic's, images to [-1, 1],
+            with a fast path for training batches).
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -66,7 +67,7 @@ class FineDiffusion(BaseModel):
                  sample_steps: int = 250,
                  latent_scale: float = SD_VAE_SCALE,
                  data_preprocessor: Optional[dict] = dict(
-                     type='DataPreprocessor'),
+                     type='TieredDataPreprocessor'),
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
