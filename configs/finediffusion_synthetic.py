@@ -18,10 +18,10 @@ model = dict(
         # New classes start at the scale of the base model's class table.
         class_init_std='base'),
     trainable='finediffusion',
-    guidance=dict(type='FineGrainedCFG', scale=4.0))
+    guidance=dict(type='FineGrainedCFG', scale=2.0))
 
 train_dataloader = dict(
     dataset=dict(_delete_=True, **taxonomy,
                  pipeline={{_base_.train_pipeline}}))
 train_cfg = dict(max_iters=500)
-optim_wrapper = dict(optimizer=dict(lr=3e-3))
+optim_wrapper = dict(optimizer=dict(lr=2e-2))
