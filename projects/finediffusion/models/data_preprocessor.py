@@ -19,9 +19,10 @@ class TieredDataPreprocessor(DataPreprocessor):
     capped the demo's DiT-S at under 1,000 img/s. Diffusion training reads
     the images and the class labels only, so a training batch of stacked
     uint8 images (``default_collate``) takes this path when no channel
-    conversion is configured: the images are normalized as the parent does, and the data samples become one
-    ``DataSample`` holding the batch's ``gt_label``. Anything else (test
-    batches, latent caches, lists of images) goes through the parent.
+    conversion is configured: the images are normalized as the parent does,
+    and the data samples become one ``DataSample`` holding the batch's
+    ``gt_label``. Anything else (test batches, latent caches, lists of
+    images) goes through the parent.
     """
 
     def forward(self, data: dict, training: bool = False) -> dict:
