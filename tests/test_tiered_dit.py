@@ -230,3 +230,37 @@ def test_affine_norms_and_block_scales_start_as_identity(official_ckpt):
     with torch.no_grad():
         assert torch.allclose(plain(x, t, rows), scaled(x, t, rows),
                               atol=1e-6)
+
+
+def test_new_classes_can_start_at_the_base_null_row(official_ckpt):
+    null = torch.load(official_ckpt)['y_embedder.embedding_table.weight'][-1]
+    table = build(str(official_ckpt), class_init='null',
+                  class_init_std=0.).y_embedder.embedding_table.weight
+    assert torch.equal(table, null.expand_as(table))
+    table = build(str(official_ckpt), class_init='null',
+                  class_init_std=0.1).y_embedder.embedding_table.weight
+    assert not torch.equal(table[0], table[1])
+    assert (table - null).std().item() == pytest.approx(0.1, rel=0.2)
+
+
+def test_class_table_scale_can_follow_the_base(official_ckpt):
+    base = torch.load(official_ckpt)['y_embedder.embedding_table.weight']
+    table = build(str(official_ckpt),
+                  class_init_std='base').y_embedder.embedding_table.weight
+    assert table.std().item() == pytest.approx(base.std().item(), rel=0.3)
+
+
+def test_class_init_from_the_base_needs_its_class_table(tmp_path,
+                                                        official_ckpt):
+    with pytest.raises(ValueError, match="class_init='null' needs"):
+        build(class_init='null')
+    with pytest.raises(ValueError, match='class_init must be one of'):
+        build(class_init='zeros')
+    state = torch.load(official_ckpt)
+    state.pop('y_embedder.embedding_table.weight')
+    path = tmp_path / 'no-table.pt'
+    torch.save(state, path)
+    with pytest.raises(ValueError,
+                       match='no-table.pt has no class table '
+                       r'\(y_embedder.embedding_table.weight\)'):
+        build(str(path), class_init='null')

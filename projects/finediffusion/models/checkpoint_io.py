@@ -1,6 +1,6 @@
 """Checkpoint files: official DiT weights in, PEFT deltas out and in."""
 import json
-from typing import Dict, List
+from typing import List
 
 import torch
 from mmengine.logging import print_log
@@ -16,7 +16,7 @@ DELTA_FORMAT = 'finediffusion-delta/1'
 IMAGENET_TABLE = 'y_embedder.embedding_table.weight'
 
 
-def load_official_dit(model: nn.Module, path: str) -> Dict[str, List[str]]:
+def load_official_dit(model: nn.Module, path: str) -> dict:
     """Copies an official DiT state dict into ``model`` by name.
 
     The file is read with ``weights_only=True``: a downloaded checkpoint is
@@ -32,7 +32,7 @@ def load_official_dit(model: nn.Module, path: str) -> Dict[str, List[str]]:
     Returns:
         dict: ``skipped`` (checkpoint keys not loaded), ``kept_init``
         (model keys not in the checkpoint, left at their initialization)
-        and ``class_table_std`` (of the skipped class table, or None).
+        and ``class_table`` (the skipped class table, or None).
 
     Raises:
         ValueError: When the file is not a DiT state dict, or a tensor is
@@ -78,7 +78,7 @@ def load_official_dit(model: nn.Module, path: str) -> Dict[str, List[str]]:
     return dict(
         skipped=skipped,
         kept_init=kept_init,
-        class_table_std=None if table is None else table.float().std().item())
+        class_table=table)
 
 
 def _is_new_in_tiered_dit(key: str) -> bool:

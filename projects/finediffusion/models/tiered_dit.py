@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from mmagic.registry import MODELS
 from ..datasets.taxonomy import load_taxonomy
-from .checkpoint_io import load_official_dit
+from .checkpoint_io import IMAGENET_TABLE, load_official_dit
 from .tiered_embedder import TieredEmbedder
 
 # (depth, hidden size, heads) of the published model sizes.
@@ -24,6 +24,7 @@ DIT_SIZES = {
     'L': (24, 1024, 16),
     'XL': (28, 1152, 16),
 }
+CLASS_INITS = ('normal', 'null')
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -193,13 +194,18 @@ class TieredDiT(BaseModule):
             by a null row (standard CFG); None builds no null row.
         pretrained (str, optional): An official DiT checkpoint, loaded by
             :meth:`init_weights` after the random initialization.
-        class_init_std (float or str): Standard deviation of the class
-            table's normal initialization; DiT's 0.02 by default. 'base'
-            takes the standard deviation of the pretrained checkpoint's
-            class table, so that new classes start at the scale the frozen
-            network was trained with. A larger value (e.g. 1) makes the
-            class signal comparable to the timestep's from the first step,
-            for short schedules.
+        class_init (str): Where the class table's rows start: 'normal'
+            (DiT's zero-mean normal) or 'null', the pretrained checkpoint's
+            null row (the last row of its table, DiT's unconditional class)
+            plus normal noise, so that every new class starts by drawing
+            what the base model draws unconditionally rather than a random
+            mixture of base classes. Defaults to 'normal'.
+        class_init_std (float or str): Standard deviation of that normal
+            noise; DiT's 0.02 by default. 'base' takes the standard deviation
+            of the pretrained checkpoint's class table, so that new classes
+            start at the scale the frozen network was trained with. A larger
+            value (e.g. 1) makes the class signal comparable to the
+            timestep's from the first step, for short schedules.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -217,12 +223,18 @@ class TieredDiT(BaseModule):
                  super_prob: float = 0.1,
                  null_prob: Optional[float] = None,
                  pretrained: Optional[str] = None,
+                 class_init: str = 'normal',
                  class_init_std: Union[float, str] = 0.02,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if class_init_std == 'base' and not pretrained:
-            raise ValueError("class_init_std='base' needs a pretrained "
-                             'checkpoint')
+        if class_init not in CLASS_INITS:
+            raise ValueError(f'class_init must be one of {CLASS_INITS}, got '
+                             f'{class_init!r}')
+        for name, value in (('class_init', class_init),
+                            ('class_init_std', class_init_std)):
+            if value in ('base', 'null') and not pretrained:
+                raise ValueError(f'{name}={value!r} needs a pretrained '
+                                 'checkpoint')
         if isinstance(arch, dict):
             depth, hidden_size, num_heads = (arch['depth'], arch['hidden_size'],
                                              arch['num_heads'])
@@ -245,6 +257,7 @@ class TieredDiT(BaseModule):
         self.in_channels = in_channels
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.pretrained = pretrained
+        self.class_init = class_init
         self.class_init_std = class_init_std
 
         self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
@@ -307,15 +320,21 @@ class TieredDiT(BaseModule):
                                            *self.grid)[None])
         if self.pretrained:
             loaded = self.load_official(self.pretrained)
+            base_table = loaded['class_table']
+            if base_table is None and (self.class_init == 'null' or
+                                       self.class_init_std == 'base'):
+                raise ValueError(
+                    f'class_init={self.class_init!r}, class_init_std='
+                    f'{self.class_init_std!r}: {self.pretrained} has no class '
+                    f'table ({IMAGENET_TABLE})')
             if self.class_init_std == 'base':
-                if loaded['class_table_std'] is None:
-                    raise ValueError(
-                        f"class_init_std='base': {self.pretrained} has no "
-                        'class table')
-                nn.init.normal_(table, std=loaded['class_table_std'])
+                nn.init.normal_(table, std=base_table.float().std().item())
+            if self.class_init == 'null':
+                with torch.no_grad():
+                    table.add_(base_table[-1].to(table))
         self._is_init = True
 
-    def load_official(self, path: str) -> Dict[str, List[str]]:
+    def load_official(self, path: str) -> dict:
         """Loads an official DiT checkpoint (see :func:`load_official_dit`)."""
         return load_official_dit(self, path)
 
