@@ -63,9 +63,9 @@ SCALES = {
         judge=dict(iters=300, batch=128),
         model=dict(arch=dict(depth=4, hidden_size=128, num_heads=4),
                    patch_size=4),
-        pretrain=dict(iters=1800, batch=32, lr=4e-3, ema=0.99),
+        pretrain=dict(iters=1500, batch=32, lr=4e-3, ema=0.99),
         finetune=dict(iters=700, batch=32, lr=2e-2, ema=0.99),
-        sample=dict(per_class=8, steps=20, batch=400, scale=1.5),
+        sample=dict(per_class=6, steps=20, batch=300, scale=1.5),
         workers=0,
         amp=False),
     'gpu':
