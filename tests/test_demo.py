@@ -5,6 +5,10 @@ import json
 import os.path as osp
 import sys
 
+import numpy as np
+import pytest
+import torch
+
 from PIL import Image
 
 from conftest import REPO
@@ -45,6 +49,9 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, monkeypatch,
     for result in metrics['guidance']:
         assert 0 <= result['subclass_top1'] <= result['superclass_top1'] <= 1
     assert metrics['chance'] == 0.01
+    for gain in metrics['gains'].values():
+        low, high = gain['interval95']
+        assert -1 <= low <= gain['difference'] <= high <= 1
     assert 0 < metrics['trainable_percent'] < 100
     assert metrics['finetune']['img_per_s'] > 0
     experiment = metrics['experiment']
@@ -63,3 +70,21 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, monkeypatch,
     out = capsys.readouterr().out
     for stage in ('judge', 'pretrain', 'finetune'):
         assert f'[{stage}] reusing' in out
+
+
+def test_paired_difference_resamples_whole_classes():
+    demo = _demo_module()
+    labels = torch.arange(4).repeat_interleave(3)
+    same = np.array([True, False, True] * 4)
+    gain = demo.paired_difference(same, same, labels)
+    assert gain == dict(difference=0., interval95=[0., 0.])
+    # a gets every sample of class 0 right that b misses: +1/4.
+    better = same.copy()
+    better[:3] = True
+    worse = same.copy()
+    worse[:3] = False
+    gain = demo.paired_difference(better, worse, labels)
+    assert gain['difference'] == pytest.approx(0.25)
+    low, high = gain['interval95']
+    # Resampling classes either draws class 0 or not: 0 is inside.
+    assert low == 0. and 0.25 < high <= 1.

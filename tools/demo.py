@@ -310,16 +310,38 @@ def real_images(root: str) -> Dict[str, torch.Tensor]:
 
 
 def judged(judge: Judge, images: torch.Tensor, labels: torch.Tensor,
-           sub2super, real_spread: float) -> dict:
+           sub2super, real_spread: float, hits: List = None) -> dict:
+    """The judge's verdict on samples of ``labels``; ``hits``, if given,
+    gets the per-sample subclass hits (bool array)."""
     verdict = judge(images)
     spread = intra_class_spread(verdict['features'], labels)
     acc = accuracy(verdict['pred'], labels, sub2super)
+    if hits is not None:
+        hits.append((verdict['pred'] == labels).numpy())
     # Of the samples of the right superclass, the share of the right
     # subclass: the fine detail alone, which fine-grained CFG amplifies.
     within = (acc['subclass_top1'] / acc['superclass_top1']
               if acc['superclass_top1'] else 0.)
     return dict(**acc, within_superclass=within,
                 diversity=spread / real_spread)
+
+
+def paired_difference(hits_a: np.ndarray, hits_b: np.ndarray,
+                      labels: torch.Tensor, resamples: int = 10000,
+                      seed: int = 0) -> dict:
+    """Subclass top-1 of a minus b on the same noise and labels, with a
+    95% interval from resampling whole classes (the samples of one class
+    share its difficulty, so they are not independent draws)."""
+    labels = labels.numpy()
+    per_class = np.array([(hits_a[labels == c].astype(float) -
+                           hits_b[labels == c]).mean()
+                          for c in np.unique(labels)])
+    rng = np.random.default_rng(seed)
+    boot = per_class[rng.integers(0, len(per_class),
+                                  (resamples, len(per_class)))].mean(1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return dict(difference=float(per_class.mean()),
+                interval95=[float(low), float(high)])
 
 
 def print_table(title: str, header: List[str], rows: List[List]) -> str:
@@ -372,6 +394,7 @@ def main() -> None:
     real_pick = torch.cat([
         (real['labels'] == c).nonzero().flatten()[:per_row] for c in rows])
     grid_columns['real'] = real['images'][real_pick]
+    hits = []
     for title, mode in MODES:
         tick = time.time()
         scale_value = 1.0 if mode == 'none' else p['scale']
@@ -381,7 +404,7 @@ def main() -> None:
             dict(mode=mode, scale=scale_value,
                  sample_img_per_s=len(labels) / seconds,
                  **judged(judge, images, labels, taxonomy.sub2super,
-                          real_spread)))
+                          real_spread, hits)))
         grid_columns[title] = images[pick]
         print(f'[sample] {title}: {len(labels)} images in {seconds:.0f} s',
               flush=True)
@@ -408,6 +431,17 @@ def main() -> None:
         ['guidance', 'scale', 'trainable', 'train img/s', 'subclass top-1',
          'superclass top-1', 'within-superclass top-1',
          'diversity (real = 1)'], rows_out)
+    # Same noise and labels in every mode: the differences are paired.
+    gains = {
+        f'{MODES[k][1]}_vs_none': paired_difference(hits[k], hits[2], labels)
+        for k in (0, 1)
+    }
+    for title, gain in zip(('fine-grained CFG', 'standard CFG'),
+                           gains.values()):
+        low, high = gain['interval95']
+        print(f'{title} minus no guidance, subclass top-1: '
+              f'{gain["difference"]:+.1%} (95% interval over classes '
+              f'{low:+.1%} to {high:+.1%})', flush=True)
 
     metrics = dict(
         scale=scale,
@@ -421,6 +455,7 @@ def main() -> None:
                       img_per_s=pretrain['img_per_s']),
         finetune=dict(seconds=peft['seconds'], img_per_s=peft['img_per_s']),
         guidance=results,
+        gains=gains,
         grid=grid_path)
 
     if args.experiment:
