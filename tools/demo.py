@@ -440,8 +440,8 @@ def main() -> None:
                            gains.values()):
         low, high = gain['interval95']
         print(f'{title} minus no guidance, subclass top-1: '
-              f'{gain["difference"]:+.1%} (95% interval over classes '
-              f'{low:+.1%} to {high:+.1%})', flush=True)
+              f'{100 * gain["difference"]:+.1f} points (95% interval over '
+              f'classes {100 * low:+.1f} to {100 * high:+.1f})', flush=True)
 
     metrics = dict(
         scale=scale,
