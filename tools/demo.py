@@ -52,7 +52,7 @@ BASE_CONFIG = 'configs/synthetic/pretrain_base.py'
 FINE_CONFIG = 'configs/finediffusion_synthetic.py'
 
 # Every stage grows with the scale. 'cpu' runs the main job in about eight
-# minutes on 2 cores; 'gpu' in about ten on one H100 (with --experiment).
+# minutes on 2 cores; 'gpu' in about twelve on one H100 (with --experiment).
 # The learning rates, min-SNR weighting, guidance scale and the split between
 # pretraining and fine-tuning come from GPU sweeps of the 'cpu' budget
 # (2026-11-26): pretraining iterations bought more than fine-tuning ones.
