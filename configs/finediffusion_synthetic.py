@@ -4,7 +4,7 @@
 # and affine LayerNorms. A null row also trains (null_prob), so that one model
 # compares fine-grained and standard CFG. It keeps the base run's min-SNR
 # weighting (the paper fine-tunes with DiT's plain loss); scale 1.5 was the
-# best fine-grained scale in a GPU sweep of the demo's budget.
+# best or near-best fine-grained scale in GPU sweeps of the demo's budget.
 _base_ = ['./synthetic/pretrain_base.py']
 
 data_root = 'data/synthetic/fine/train'
@@ -18,10 +18,11 @@ model = dict(
         # in the official DiT layout.
         pretrained='work_dirs/demo/pretrain/base_dit.pth',
         # New classes start at the base model's null (unconditional) row
-        # rather than at random rows of the base table's scale. In GPU sweeps of the demo's budget (5 runs before, 8
-        # after, up to four seeds) this raised unguided subclass top-1 by 1.7
-        # to 4 points, and fine-grained CFG's lead over it (scale 1.5) from
-        # 0.4-3.3 points to 1.9-4.8.
+        # rather than at random rows of the base table's scale. In GPU sweeps
+        # of the demo's budget (5 runs before, 8 after, up to four seeds)
+        # this raised unguided subclass top-1 by 1.7 to 4 points, and
+        # fine-grained CFG's lead over it (scale 1.5) from 0.4-3.3 points to
+        # 1.9-4.8.
         class_init='null',
         class_init_std=0.1),
     trainable='finediffusion',

@@ -31,7 +31,7 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -310,7 +310,8 @@ def real_images(root: str) -> Dict[str, torch.Tensor]:
 
 
 def judged(judge: Judge, images: torch.Tensor, labels: torch.Tensor,
-           sub2super, real_spread: float, hits: List = None) -> dict:
+           sub2super, real_spread: float,
+           hits: Optional[List[np.ndarray]] = None) -> dict:
     """The judge's verdict on samples of ``labels``; ``hits``, if given,
     gets the per-sample subclass hits (bool array)."""
     verdict = judge(images)
@@ -432,12 +433,13 @@ def main() -> None:
          'superclass top-1', 'within-superclass top-1',
          'diversity (real = 1)'], rows_out)
     # Same noise and labels in every mode: the differences are paired.
-    gains = {
-        f'{MODES[k][1]}_vs_none': paired_difference(hits[k], hits[2], labels)
-        for k in (0, 1)
-    }
-    for title, gain in zip(('fine-grained CFG', 'standard CFG'),
-                           gains.values()):
+    hits = {mode: h for (_, mode), h in zip(MODES, hits)}
+    gains = {}
+    for title, mode in MODES:
+        if mode == 'none':
+            continue
+        gain = paired_difference(hits[mode], hits['none'], labels)
+        gains[f'{mode}_vs_none'] = gain
         low, high = gain['interval95']
         print(f'{title} minus no guidance, subclass top-1: '
               f'{100 * gain["difference"]:+.1f} points (95% interval over '

@@ -5,7 +5,7 @@ checkpoints load by name; the LayerNorms can be made affine (identity at
 init) so that FineDiffusion's PEFT can train their scale and offset.
 """
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
