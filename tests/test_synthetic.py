@@ -29,11 +29,20 @@ def test_taxonomies_are_fine_grained_and_disjoint():
     for sup in {s.superclass for s in fine}:
         members = [s for s in fine if s.superclass == sup]
         # Subclasses of a superclass share the shape and differ in hue
-        # (a narrow band) or pattern only.
+        # (a narrow band) or shade only.
         assert len({s.family for s in members}) == 1
         hues = sorted(s.hue for s in members)
         assert hues[-1] - hues[0] < 60
-        assert len({(s.hue, s.stripes) for s in members}) == len(members)
+        assert len({(s.hue, s.shade) for s in members}) == len(members)
+
+
+def test_a_dark_shade_draws_a_darker_shape():
+    plain, dark = (ClassSpec('x', 'y', 'disc', 120., 1., stripes='none',
+                             shade=shade) for shade in (1., 0.55))
+    # The centre pixel lies inside the disc whatever the jitter.
+    centre = [render(spec, np.random.default_rng(0))[16, 16].max()
+              for spec in (plain, dark)]
+    assert centre[1] < 0.6 * centre[0]
 
 
 def test_a_class_is_a_distribution_not_a_template():

@@ -1,7 +1,9 @@
 # The demo's judge (tools/demo.py): an mmpretrain ResNet-18 (CIFAR stem, 16
 # base channels) that names the subclass of a synthetic fine-grained image.
 # Trained on real synthetic images, it scores generated ones; its top-1 on
-# held-out real images is reported next to its verdicts.
+# held-out real images is reported next to its verdicts. Its first stage
+# works at half resolution: the classes differ in shape, hue and shade, not
+# in pixel-fine detail, and it trains three times faster on a CPU.
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['finediffusion'], allow_failed_imports=False)
 
@@ -15,6 +17,7 @@ model = dict(
         depth=18,
         stem_channels=16,
         base_channels=16,
+        strides=(2, 2, 2, 1),
         out_indices=(3, ),
         zero_init_residual=False),
     neck=dict(type='GlobalAveragePooling'),
