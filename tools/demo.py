@@ -58,7 +58,7 @@ FINE_CONFIG = 'configs/finediffusion_synthetic.py'
 # (2026-11-26). There, 8 or 10 DPM-Solver++ steps judged as well as 20, and
 # the time they save went to training and samples: with 1,950 + 910
 # iterations instead of 1,500 + 700, fine-grained CFG's lead over unguided
-# sampling rose from 1.7-4.4 points (5 runs) to 3.8-7.4 (12 runs); with 600
+# sampling rose from 1.7-4.4 points (5 runs) to 3.6-7.4 (15 runs); with 600
 # samples its 95% interval was about +-4 points, with 1,000 about +-3.
 SCALES = {
     'cpu':

@@ -3,7 +3,7 @@
 # Trained on real synthetic images, it scores generated ones; its top-1 on
 # held-out real images is reported next to its verdicts. Its first stage
 # works at half resolution: the classes differ in shape, hue and shade, not
-# in pixel-fine detail, and it trains three times faster on a CPU.
+# in pixel-fine detail, and its steps run three times faster on a CPU.
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['finediffusion'], allow_failed_imports=False)
 
