@@ -20,7 +20,7 @@ Stages (each skipped when its output exists for the same settings):
 against full fine-tuning and BitFit.
 
 Example:
-    python tools/demo.py                 # 2 CPU cores: about 8 minutes
+    python tools/demo.py                 # 2 CPU cores: about 9 minutes
     python tools/demo.py --scale gpu --experiment
 """
 import argparse
