@@ -119,6 +119,12 @@ class Stages:
         self.data_root = data_root
         self.seed = seed
         self.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        # bf16 matrix units (AMX) train the DiT about 1.25x faster than
+        # float32 on a CPU; without them bf16 is the slower one. On a GPU,
+        # --amp does it.
+        amx = getattr(torch.cpu, '_is_amx_tile_supported', lambda: False)
+        self.autocast = ('bfloat16' if self.device == 'cpu' and amx() else
+                         None)
         self.base = osp.join(data_root, 'base')
         self.fine = osp.join(data_root, 'fine')
 
@@ -216,6 +222,7 @@ class Stages:
             'model.backbone.sub2super.data_root': root,
             'model.backbone.patch_size': self.s['model']['patch_size'],
             'model.ema_decay': p['ema'],
+            'model.autocast': self.autocast,
             'optim_wrapper.optimizer.lr': p['lr'],
             'train_cfg.max_iters': p['iters'],
         }

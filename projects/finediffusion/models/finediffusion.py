@@ -50,6 +50,13 @@ class FineDiffusion(BaseModel):
             setting, respaced DDPM).
         latent_scale (float): Factor applied to VAE latents. Defaults to
             0.18215 (SD-VAE).
+        autocast (str, optional): Runs the backbone under ``torch.autocast``
+            in this dtype (e.g. 'bfloat16') on its inputs' device, in
+            training and sampling; the diffusion arithmetic stays float32.
+            On CPUs with bf16 matrix units (AMX) it trains the demo's
+            TieredDiT about 1.25x faster. On GPUs, MMEngine's
+            ``AmpOptimWrapper`` (``--amp``) does this for training, but it
+            refuses CPUs. Defaults to None (the parameters' dtype).
         data_preprocessor (dict, optional): Defaults to
             :class:`TieredDataPreprocessor` (MMagic's, images to [-1, 1],
             with a fast path for training batches).
@@ -66,6 +73,7 @@ class FineDiffusion(BaseModel):
                  sampler: Optional[dict] = None,
                  sample_steps: int = 250,
                  latent_scale: float = SD_VAE_SCALE,
+                 autocast: Optional[str] = None,
                  data_preprocessor: Optional[dict] = dict(
                      type='TieredDataPreprocessor'),
                  init_cfg: Optional[dict] = None) -> None:
@@ -83,6 +91,17 @@ class FineDiffusion(BaseModel):
         self.sampler = sampler
         self.sample_steps = sample_steps
         self.latent_scale = latent_scale
+        if autocast is not None and not (
+                isinstance(getattr(torch, str(autocast), None), torch.dtype)
+                and getattr(torch, autocast).is_floating_point):
+            raise ValueError('autocast must name a floating torch dtype such '
+                             f"as 'bfloat16', got {autocast!r}")
+        self.autocast = autocast
+
+    def _autocast(self, device: torch.device) -> torch.autocast:
+        dtype = getattr(torch, self.autocast) if self.autocast else None
+        return torch.autocast(device.type, dtype=dtype,
+                              enabled=self.autocast is not None)
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
@@ -125,8 +144,12 @@ class FineDiffusion(BaseModel):
         """DiT's hybrid loss on (scaled) latents and subclass labels."""
         rows = self.backbone.y_embedder.drop_labels(labels)
         t = self.diffusion.sample_timesteps(len(x0), x0.device)
-        terms = self.diffusion.training_losses(
-            lambda xt, steps: self.backbone(xt, steps, rows), x0, t)
+
+        def backbone(xt: Tensor, steps: Tensor) -> Tensor:
+            with self._autocast(xt.device):
+                return self.backbone(xt, steps, rows).float()
+
+        terms = self.diffusion.training_losses(backbone, x0, t)
         # Only keys containing 'loss' are summed; mse and vb are logged.
         return dict(
             loss=terms['loss'].mean(),
@@ -173,8 +196,9 @@ class FineDiffusion(BaseModel):
         dtype = self.backbone.pos_embed.dtype
 
         def model_fn(x: Tensor, t: Tensor) -> Tensor:
-            return guidance(self.backbone, x.to(dtype), t, labels,
-                            scale).float()
+            with self._autocast(x.device):
+                out = guidance(self.backbone, x.to(dtype), t, labels, scale)
+            return out.float()
 
         def run() -> Tensor:
             if sampler is None:
