@@ -31,7 +31,7 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -321,15 +321,14 @@ def real_images(root: str) -> Dict[str, torch.Tensor]:
 
 
 def judged(judge: Judge, images: torch.Tensor, labels: torch.Tensor,
-           sub2super, real_spread: float,
-           hits: Optional[List[np.ndarray]] = None) -> dict:
-    """The judge's verdict on samples of ``labels``; ``hits``, if given,
-    gets the per-sample subclass hits (bool array)."""
+           sub2super, real_spread: float, with_hits: bool = False) -> dict:
+    """The judge's verdict on samples of ``labels``; ``with_hits`` adds
+    ``hits``, the per-sample subclass hits (bool array, not JSON)."""
     verdict = judge(images)
     spread = intra_class_spread(verdict['features'], labels)
     acc = accuracy(verdict['pred'], labels, sub2super)
-    if hits is not None:
-        hits.append((verdict['pred'] == labels).numpy())
+    if with_hits:
+        acc['hits'] = (verdict['pred'] == labels).numpy()
     # Of the samples of the right superclass, the share of the right
     # subclass: the fine detail alone, which fine-grained CFG amplifies.
     within = (acc['subclass_top1'] / acc['superclass_top1']
@@ -406,17 +405,18 @@ def main() -> None:
     real_pick = torch.cat([
         (real['labels'] == c).nonzero().flatten()[:per_row] for c in rows])
     grid_columns['real'] = real['images'][real_pick]
-    hits = []
+    hits = {}
     for title, mode in MODES:
         tick = time.time()
         scale_value = 1.0 if mode == 'none' else p['scale']
         images = stages.sample(model, labels, mode, scale_value)
         seconds = time.time() - tick
+        verdict = judged(judge, images, labels, taxonomy.sub2super,
+                         real_spread, with_hits=True)
+        hits[mode] = verdict.pop('hits')
         results.append(
             dict(mode=mode, scale=scale_value,
-                 sample_img_per_s=len(labels) / seconds,
-                 **judged(judge, images, labels, taxonomy.sub2super,
-                          real_spread, hits)))
+                 sample_img_per_s=len(labels) / seconds, **verdict))
         grid_columns[title] = images[pick]
         print(f'[sample] {title}: {len(labels)} images in {seconds:.0f} s',
               flush=True)
@@ -444,7 +444,6 @@ def main() -> None:
          'superclass top-1', 'within-superclass top-1',
          'diversity (real = 1)'], rows_out)
     # Same noise and labels in every mode: the differences are paired.
-    hits = {mode: h for (_, mode), h in zip(MODES, hits)}
     gains = {}
     for title, mode in MODES:
         if mode == 'none':

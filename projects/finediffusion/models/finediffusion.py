@@ -91,17 +91,17 @@ class FineDiffusion(BaseModel):
         self.sampler = sampler
         self.sample_steps = sample_steps
         self.latent_scale = latent_scale
-        if autocast is not None and not (
-                isinstance(getattr(torch, str(autocast), None), torch.dtype)
-                and getattr(torch, autocast).is_floating_point):
-            raise ValueError('autocast must name a floating torch dtype such '
-                             f"as 'bfloat16', got {autocast!r}")
-        self.autocast = autocast
+        self.autocast_dtype = None
+        if autocast is not None:
+            self.autocast_dtype = getattr(torch, str(autocast), None)
+            if not (isinstance(self.autocast_dtype, torch.dtype)
+                    and self.autocast_dtype.is_floating_point):
+                raise ValueError('autocast must name a floating torch dtype '
+                                 f"such as 'bfloat16', got {autocast!r}")
 
     def _autocast(self, device: torch.device) -> torch.autocast:
-        dtype = getattr(torch, self.autocast) if self.autocast else None
-        return torch.autocast(device.type, dtype=dtype,
-                              enabled=self.autocast is not None)
+        return torch.autocast(device.type, dtype=self.autocast_dtype,
+                              enabled=self.autocast_dtype is not None)
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
