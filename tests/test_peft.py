@@ -7,7 +7,7 @@ from mmengine.runner import Runner
 
 from finediffusion.inference import build_from_delta
 from finediffusion.models import FineDiffusion, TieredDiT
-from finediffusion.models.checkpoint_io import delta_keys, export_delta
+from finediffusion.models.checkpoint_io import checkpoint_keys, export_delta
 from finediffusion.models.peft import apply_trainable
 from test_tiered_dit import official_state_dict
 
@@ -56,7 +56,8 @@ def test_checkpoint_holds_trainable_tensors_and_resumes(tiny_cfg, base):
     first = Runner.from_cfg(peft_cfg(tiny_cfg, base, iters=2))
     first.train()
     ckpt = torch.load(osp.join(tiny_cfg.work_dir, 'iter_2.pth'))
-    assert sorted(ckpt['state_dict']) == sorted(delta_keys(first.model))
+    assert sorted(ckpt['state_dict']) == sorted(
+        checkpoint_keys(first.model.trainable, ema=True))
     assert 'backbone.blocks.0.attn.qkv.weight' not in ckpt['state_dict']
     assert ckpt['meta']['peft']['trainable'] == first.model.trainable
 
@@ -152,7 +153,8 @@ def test_dit_xl_peft_share_and_delta_size():
     def checkpoint_bytes(model):
         moments = 2 * sum(p.numel() * p.element_size()
                           for p in model.parameters() if p.requires_grad)
-        return nbytes(model, delta_keys(model)) + moments
+        keys = checkpoint_keys(model.trainable, model.ema is not None)
+        return nbytes(model, keys) + moments
 
     ratio = checkpoint_bytes(peft) / checkpoint_bytes(full)
     assert ratio < 0.025, ratio

@@ -1,8 +1,10 @@
 """Exports the trained tensors of a FineDiffusion checkpoint as a delta.
 
 The delta (safetensors) holds the trainable backbone tensors (EMA weights by
-default) and the taxonomy; with the official DiT checkpoint it rebuilds the
-model (tools/merge_delta.py, finediffusion.inference.build_from_delta).
+default; the raw ones of a run without EMA, which the output and the
+metadata `weights` say) and the taxonomy; with the official DiT checkpoint it
+rebuilds the model (tools/merge_delta.py,
+finediffusion.inference.build_from_delta).
 
 Example:
     python tools/export_delta.py work_dirs/run/iter_10000.pth delta.safetensors
@@ -21,9 +23,16 @@ def main() -> None:
     parser.add_argument(
         '--raw', action='store_true', help='export the raw, not EMA, weights')
     args = parser.parse_args()
-    meta = export_delta(args.checkpoint, args.out, use_ema=not args.raw)
+    try:
+        meta = export_delta(args.checkpoint, args.out, use_ema=not args.raw)
+    except ValueError as error:
+        raise SystemExit(f'error: {error}')
+    weights = f'{meta["weights"]} weights'
+    if not args.raw and meta['weights'] == 'raw':
+        weights += (' (the checkpoint holds no EMA: its run had '
+                    'model.ema_decay=None)')
     print(f'wrote {args.out} ({osp.getsize(args.out) / 2**20:.1f} MiB, '
-          f'{meta["weights"]} weights, iteration {meta["iter"]})')
+          f'{weights}, iteration {meta["iter"]})')
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ Example:
 """
 import argparse
 
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from finediffusion.inference import build_from_delta
@@ -22,10 +23,16 @@ def main() -> None:
         '--base', help='official DiT checkpoint (default: the config\'s '
         'model.backbone.pretrained)')
     args = parser.parse_args()
-    model = build_from_delta(args.config, args.delta, base=args.base)
+    try:
+        model = build_from_delta(args.config, args.delta, base=args.base)
+    except ValueError as error:
+        raise SystemExit(f'error: {error}')
     state = {k: v.contiguous() for k, v in model.backbone.state_dict().items()}
     save_file(state, args.out)
-    print(f'wrote {len(state)} tensors to {args.out}')
+    with safe_open(args.delta, framework='pt') as f:
+        weights = (f.metadata() or {}).get('weights', 'unknown')
+    print(f'wrote {len(state)} tensors to {args.out} (the delta holds '
+          f'{weights} weights)')
 
 
 if __name__ == '__main__':

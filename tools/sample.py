@@ -114,8 +114,11 @@ def save_grid(rows: List[List[Image.Image]], labels: List[str],
 def main() -> None:
     args = parse_args()
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    model, taxonomy = load_for_sampling(args.config, args.weights, args.base,
-                                        device)
+    try:
+        model, taxonomy = load_for_sampling(args.config, args.weights,
+                                            args.base, device)
+    except ValueError as error:
+        raise SystemExit(f'error: {error}')
     classes = []
     for query in args.classes:
         try:

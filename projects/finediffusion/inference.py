@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 from mmagic.registry import MODELS
 from .datasets.taxonomy import Taxonomy, taxonomy_of
-from .models.checkpoint_io import load_delta
+from .models.checkpoint_io import load_delta, peft_state_dict
 
 
 def build_model(config: Union[str, Config], base: Optional[str] = None):
@@ -60,6 +60,11 @@ def load_for_sampling(
 
     Returns:
         tuple: The FineDiffusion (eval mode) and its :class:`Taxonomy`.
+
+    Raises:
+        ValueError: When the delta or the PEFT checkpoint lacks a tensor
+            that its metadata declares (the message names them), or a tensor
+            has another shape.
     """
     if weights.endswith('.safetensors'):
         model = build_from_delta(config, weights, base, device)
@@ -71,8 +76,13 @@ def load_for_sampling(
         model = build_model(config, base)
         ckpt = torch.load(weights, map_location='cpu', weights_only=True)
         state = ckpt.get('state_dict', ckpt)
-        # Frozen tensors absent from a PEFT checkpoint keep the base's values.
-        model.load_state_dict(state, strict='peft' not in ckpt.get('meta', {}))
+        peft = 'peft' in ckpt.get('meta', {})
+        if peft:
+            # Checked against its meta.peft; the frozen tensors are the base's.
+            state = peft_state_dict(model, ckpt, weights)
+        # A PEFT state may hold tensors of a wider trainable set than the
+        # config's (e.g. the EMA of a tensor this config freezes).
+        model.load_state_dict(state, strict=not peft)
         taxonomy = taxonomy_of(
             ckpt.get('meta', {}).get('dataset_meta'),
             model.backbone.y_embedder.sub2super.tolist())

@@ -6,7 +6,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from mmagic.registry import HOOKS
-from ..models.checkpoint_io import delta_keys
+from ..models.checkpoint_io import checkpoint_keys, peft_state_dict
 from ..models.peft import trainable_count
 
 
@@ -28,9 +28,10 @@ class PEFTFreezeHook(Hook):
     - logs the trainable count and percentage;
     - fails unless the optimizer holds exactly the trainable parameters
       (use ``PEFTOptimWrapperConstructor``);
-    - writes checkpoints with the trainable tensors and the buffers (the
-      EMA, the taxonomy) only, and on loading fills the frozen tensors in
-      from the model, which holds the pretrained weights by then.
+    - writes checkpoints with exactly the trainable tensors, their EMA and
+      the taxonomy (:func:`checkpoint_keys`), and on loading refuses a
+      checkpoint lacking any of them and fills the frozen tensors in from
+      the model, which holds the pretrained weights by then.
     """
 
     priority = 'VERY_HIGH'
@@ -75,19 +76,21 @@ class PEFTFreezeHook(Hook):
 
     def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         model = _unwrap(runner)
-        keep = set(delta_keys(model))
+        ema = model.ema is not None
+        state = checkpoint['state_dict']
         checkpoint['state_dict'] = {
-            k: v
-            for k, v in checkpoint['state_dict'].items() if k in keep
+            k: state[k]
+            for k in checkpoint_keys(model.trainable, ema)
         }
-        checkpoint['meta']['peft'] = dict(trainable=model.trainable)
+        checkpoint['meta']['peft'] = dict(trainable=model.trainable, ema=ema)
 
     def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         if 'peft' not in checkpoint.get('meta', {}):
             return
-        state = checkpoint['state_dict']
-        for name, value in _unwrap(runner).state_dict().items():
-            state.setdefault(name, value)
+        # MMEngine passes no file name to this hook; the Runner keeps it.
+        source = str(getattr(runner, '_load_from', None) or 'the checkpoint')
+        checkpoint['state_dict'] = peft_state_dict(
+            _unwrap(runner), checkpoint, source, require_trained=True)
 
 
 @HOOKS.register_module()
@@ -102,6 +105,12 @@ class TrainableEMAHook(Hook):
 
     def before_train(self, runner: Runner) -> None:
         model = _unwrap(runner)
+        if model.ema is None:
+            runner.logger.info(
+                'TrainableEMAHook: the model keeps no EMA (model.ema_decay='
+                'None); checkpoints, deltas and samples hold the trained '
+                'weights')
+            return
         # A fresh run starts the average at the (pretrained) weights; a
         # resumed one has its average from the checkpoint.
         if runner.iter == 0:
@@ -113,4 +122,5 @@ class TrainableEMAHook(Hook):
                          data_batch: Optional[dict] = None,
                          outputs: Optional[dict] = None) -> None:
         model = _unwrap(runner)
-        model.ema.update(model.backbone)
+        if model.ema is not None:
+            model.ema.update(model.backbone)

@@ -1,19 +1,27 @@
 """Checkpoint files: official DiT weights in, PEFT deltas out and in."""
 import json
-from typing import List
+from typing import Dict, Iterable, List, Sequence
 
 import torch
 from mmengine.logging import print_log
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 
 from ..datasets.taxonomy import taxonomy_of
+from .ema import ema_key
 
 DELTA_FORMAT = 'finediffusion-delta/1'
 
 # The ImageNet class table (1000 classes + null): FineDiffusion learns a new
 # tiered table instead.
 IMAGENET_TABLE = 'y_embedder.embedding_table.weight'
+
+# The taxonomy: the superclass id of each subclass, a buffer of the table.
+TAXONOMY_KEY = 'backbone.y_embedder.sub2super'
+
+# Where versions before the fix saved the averaged module's whole state dict.
+_STALE_EMA = 'ema._paired.'
 
 
 def load_official_dit(model: nn.Module, path: str) -> dict:
@@ -89,14 +97,119 @@ def _is_new_in_tiered_dit(key: str) -> bool:
             or parts[-1] in ('scale_attn', 'scale_mlp'))
 
 
-def delta_keys(model: nn.Module) -> List[str]:
-    """State-dict keys a PEFT checkpoint keeps: the trainable parameters and
-    every buffer (the EMA, the taxonomy). The rest is the base model's."""
-    params = dict(model.named_parameters())
-    return [
-        key for key in model.state_dict()
-        if key not in params or params[key].requires_grad
-    ]
+def checkpoint_keys(trainable: Sequence[str], ema: bool) -> List[str]:
+    """The state-dict keys of a PEFT training checkpoint, exactly.
+
+    Each trainable backbone tensor, its EMA when the run keeps one, and the
+    taxonomy. Everything else (the frozen DiT weights, the VAE) is the base
+    model's and comes back from it on loading.
+
+    Args:
+        trainable (list[str]): Trainable parameter names, relative to the
+            backbone (``FineDiffusion.trainable``).
+        ema (bool): Whether the run keeps an EMA of them.
+
+    Returns:
+        list[str]: Keys of the model's state dict.
+    """
+    keys = [f'backbone.{name}' for name in trainable]
+    if ema:
+        keys += [f'ema.{ema_key(name)}' for name in trainable]
+    return keys + [TAXONOMY_KEY]
+
+
+def delta_keys(trainable: Sequence[str]) -> List[str]:
+    """The keys of a delta written by :func:`export_delta`, exactly: each
+    trainable backbone tensor (EMA or raw weights) and the taxonomy."""
+    return [f'backbone.{name}' for name in trainable] + [TAXONOMY_KEY]
+
+
+def _declares_ema(peft: dict, state: Dict[str, Tensor]) -> bool:
+    """Whether a checkpoint's ``meta.peft`` says its run kept an EMA; files
+    of earlier versions do not say, and hold ``ema.*`` keys if it did."""
+    if 'ema' in peft:
+        return bool(peft['ema'])
+    return any(k.startswith('ema.') and not k.startswith(_STALE_EMA)
+               for k in state)
+
+
+def require_keys(held: Iterable[str], keys: Sequence[str], what: str) -> None:
+    """Raises ValueError naming the ``keys`` that ``held`` lacks.
+
+    Args:
+        held (iterable of str): The keys a file holds.
+        keys (list[str]): The keys it must hold.
+        what (str): The start of the message, naming the file.
+    """
+    held = set(held)
+    missing = [k for k in keys if k not in held]
+    if missing:
+        shown = ', '.join(missing[:10])
+        more = f' and {len(missing) - 10} more' if len(missing) > 10 else ''
+        raise ValueError(f'{what}: {len(missing)} of {len(keys)} missing: '
+                         f'{shown}{more}')
+
+
+def peft_state_dict(model: nn.Module,
+                    checkpoint: dict,
+                    source: str,
+                    require_trained: bool = False) -> Dict[str, Tensor]:
+    """The whole state dict of ``model`` from a PEFT training checkpoint.
+
+    The checkpoint must hold every tensor its ``meta.peft`` declares; the
+    others are taken from the model, which holds the base weights. A
+    checkpoint of a run without EMA given to a model with one starts the
+    average at the checkpoint's weights; the EMA of a checkpoint given to a
+    model without one is left out.
+
+    Args:
+        model (nn.Module): A FineDiffusion holding the base weights.
+        checkpoint (dict): The loaded checkpoint (``state_dict`` and
+            ``meta.peft``).
+        source (str): The checkpoint's name, for messages.
+        require_trained (bool): Also require every tensor that ``model``
+            trains (a resumed run would otherwise continue such a tensor
+            from its initial value). Defaults to False.
+
+    Returns:
+        dict: A state dict with every key of ``model``'s.
+
+    Raises:
+        ValueError: When a declared (or required trained) tensor is
+            missing; the message names the keys.
+    """
+    peft = checkpoint['meta']['peft']
+    state = dict(checkpoint['state_dict'])
+    stale = [k for k in state if k.startswith(_STALE_EMA)]
+    if stale:
+        print_log(f'{source}: ignoring {len(stale)} {_STALE_EMA}* entries '
+                  '(frozen weights that earlier versions saved twice)',
+                  logger='current')
+        for key in stale:
+            del state[key]
+    has_ema = _declares_ema(peft, state)
+    require_keys(state, checkpoint_keys(peft['trainable'], has_ema),
+                 f'{source} lacks tensors that its meta.peft declares '
+                 f"(trainable{', EMA' if has_ema else ''}, taxonomy)")
+    if require_trained:
+        require_keys(state, [f'backbone.{name}' for name in model.trainable],
+                     f'{source} lacks tensors that the model trains (was it '
+                     'trained with another `trainable` set?)')
+    own = model.state_dict()
+    if model.ema is not None and not has_ema:
+        print_log(f'{source} holds no EMA (its run had model.ema_decay='
+                  'None): the EMA starts at its trained weights',
+                  logger='current')
+        for name in peft['trainable']:
+            if f'ema.{ema_key(name)}' in own:
+                state[f'ema.{ema_key(name)}'] = state[f'backbone.{name}']
+    elif model.ema is None and has_ema:
+        print_log(f'{source}: the model keeps no EMA; the checkpoint\'s EMA '
+                  'is not loaded', logger='current')
+        state = {k: v for k, v in state.items() if not k.startswith('ema.')}
+    for key, value in own.items():
+        state.setdefault(key, value)
+    return state
 
 
 def export_delta(checkpoint: str, out: str, use_ema: bool = True) -> dict:
@@ -107,12 +220,19 @@ def export_delta(checkpoint: str, out: str, use_ema: bool = True) -> dict:
         checkpoint (str): A checkpoint written by a FineDiffusion training
             run (with :class:`PEFTFreezeHook`).
         out (str): Output ``.safetensors`` path.
-        use_ema (bool): Export the EMA weights (what DiT samples with).
-            Defaults to True.
+        use_ema (bool): Export the EMA weights (what DiT samples with); a
+            run without EMA (``model.ema_decay=None``) has only its raw
+            weights, which are exported instead. Defaults to True.
 
     Returns:
-        dict: The metadata written with the tensors, the class-name table
+        dict: The metadata written with the tensors: ``weights`` ('ema' or
+        'raw'), ``trainable`` (JSON list of names), the class-name table
         (``taxonomy``) among them.
+
+    Raises:
+        ValueError: When the checkpoint was not written with
+            :class:`PEFTFreezeHook`, or lacks a tensor its ``meta.peft``
+            declares (the message names them).
     """
     ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
     meta = ckpt.get('meta', {})
@@ -120,14 +240,20 @@ def export_delta(checkpoint: str, out: str, use_ema: bool = True) -> dict:
         raise ValueError(f'{checkpoint} was not written by a FineDiffusion '
                          'run with PEFTFreezeHook (no meta.peft)')
     state = ckpt['state_dict']
-    tensors = {}
-    for name in meta['peft']['trainable']:
-        source = f'ema.{name.replace(".", "__")}' if use_ema else ''
-        if source not in state:
-            source = f'backbone.{name}'
-        tensors[f'backbone.{name}'] = state[source].contiguous()
-    sub2super = state['backbone.y_embedder.sub2super']
-    tensors['backbone.y_embedder.sub2super'] = sub2super
+    trainable = meta['peft']['trainable']
+    has_ema = _declares_ema(meta['peft'], state)
+    require_keys(state, checkpoint_keys(trainable, has_ema),
+                 f'{checkpoint} lacks tensors that its meta.peft declares '
+                 f"(trainable{', EMA' if has_ema else ''}, taxonomy)")
+    use_ema = use_ema and has_ema
+    tensors = {
+        f'backbone.{name}':
+        state[f'ema.{ema_key(name)}' if use_ema else f'backbone.{name}']
+        .contiguous()
+        for name in trainable
+    }
+    sub2super = state[TAXONOMY_KEY]
+    tensors[TAXONOMY_KEY] = sub2super
     taxonomy = taxonomy_of(meta.get('dataset_meta'), sub2super.tolist())
     metadata = dict(
         taxonomy=json.dumps(taxonomy.to_dict()),
@@ -135,7 +261,7 @@ def export_delta(checkpoint: str, out: str, use_ema: bool = True) -> dict:
         source=str(checkpoint),
         iter=str(meta.get('iter', '')),
         weights='ema' if use_ema else 'raw',
-        trainable=json.dumps(meta['peft']['trainable']))
+        trainable=json.dumps(trainable))
     save_file(tensors, out, metadata=metadata)
     return metadata
 
@@ -148,10 +274,17 @@ def load_delta(model: nn.Module, path: str) -> List[str]:
         list[str]: The keys loaded.
 
     Raises:
-        ValueError: When a key is unknown or has another shape (e.g. a delta
-            trained for another number of classes); the message names it.
+        ValueError: When the delta lacks a tensor that its metadata
+            (``trainable``) declares, or a key is unknown or has another shape (e.g. a delta trained for another
+            number of classes); the message names the keys.
     """
     tensors = load_file(path)
+    with safe_open(path, framework='pt') as f:
+        metadata = f.metadata() or {}
+    if 'trainable' in metadata:
+        require_keys(tensors, delta_keys(json.loads(metadata['trainable'])),
+                     f'{path} lacks tensors that its metadata declares '
+                     '(trainable, taxonomy)')
     own = model.state_dict()
     for key, value in tensors.items():
         if key not in own:

@@ -1,9 +1,15 @@
 """Exponential moving average of the trainable parameters only."""
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
+
+
+def ema_key(name: str) -> str:
+    """The state-dict name of the average of parameter ``name`` (relative to
+    :class:`TrainableEMA`): buffer names may not contain dots."""
+    return name.replace('.', '__')
 
 
 class TrainableEMA(nn.Module):
@@ -11,6 +17,8 @@ class TrainableEMA(nn.Module):
 
     The copies are buffers, so they are saved with the model's state dict;
     frozen parameters are never copied (under PEFT that is 98% of DiT-XL/2).
+    The averaged module is not a submodule: its state dict, frozen weights
+    included, would otherwise be saved a second time under ``ema.``.
 
     Args:
         module (nn.Module): The module whose parameters are averaged.
@@ -23,28 +31,25 @@ class TrainableEMA(nn.Module):
         super().__init__()
         self.decay = decay
         self.names = list(names)
-        self._paired: Optional[nn.Module] = None
-        self._params: List[nn.Parameter] = []
+        # (module, its parameters in ``names`` order), held in a tuple so
+        # that nn.Module does not register the module as a child.
+        self._pairing: Tuple[Optional[nn.Module], List[nn.Parameter]] = (
+            None, [])
         params = dict(module.named_parameters())
         for name in self.names:
-            self.register_buffer(self._key(name),
-                                 params[name].detach().clone())
-
-    @staticmethod
-    def _key(name: str) -> str:
-        # Buffer names may not contain dots.
-        return name.replace('.', '__')
+            self.register_buffer(ema_key(name), params[name].detach().clone())
 
     def _pairs(self, module: nn.Module):
         """(average, parameter) pairs. The parameters are looked up once per
         module (the update runs after every step); the averages each time,
         as moving this module to another device replaces its buffers."""
-        if self._paired is not module:
-            params = dict(module.named_parameters())
-            self._params = [params[n] for n in self.names]
-            self._paired = module
-        return [(self._buffers[self._key(n)], p)
-                for n, p in zip(self.names, self._params)]
+        paired, params = self._pairing
+        if paired is not module:
+            named = dict(module.named_parameters())
+            params = [named[n] for n in self.names]
+            self._pairing = (module, params)
+        return [(self._buffers[ema_key(n)], p)
+                for n, p in zip(self.names, params)]
 
     @torch.no_grad()
     def copy_from(self, module: nn.Module) -> None:
