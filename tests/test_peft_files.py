@@ -1,7 +1,6 @@
 """What PEFT checkpoints and deltas hold, and runs without EMA, through the
 tools users run (train, export_delta, merge_delta, sample)."""
 import os.path as osp
-import shutil
 import subprocess
 import sys
 

@@ -78,7 +78,7 @@ def load_for_sampling(
         state = ckpt.get('state_dict', ckpt)
         peft = 'peft' in ckpt.get('meta', {})
         if peft:
-            # Checked against its meta.peft; the frozen tensors are the base's.
+            # Checked against its meta.peft; frozen tensors are the base's.
             state = peft_state_dict(model, ckpt, weights)
         # A PEFT state may hold tensors of a wider trainable set than the
         # config's (e.g. the EMA of a tensor this config freezes).

@@ -275,8 +275,9 @@ def load_delta(model: nn.Module, path: str) -> List[str]:
 
     Raises:
         ValueError: When the delta lacks a tensor that its metadata
-            (``trainable``) declares, or a key is unknown or has another shape (e.g. a delta trained for another
-            number of classes); the message names the keys.
+            (``trainable``) declares, or a key is unknown or has another
+            shape (e.g. a delta trained for another number of classes); the
+            message names the keys.
     """
     tensors = load_file(path)
     with safe_open(path, framework='pt') as f:
