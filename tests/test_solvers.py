@@ -3,9 +3,9 @@ tools/sample.py and the metrics), against references written here from the
 published equations in float64 numpy: DDIM (Song et al., 2021, eq. 12,
 eta = 0) on ADM's 'ddimN' grid, DPM-Solver++(2M) (Lu et al., 2022, Alg. 2),
 Euler and Heun on the probability-flow ODE (Karras et al., 2022, Alg. 1),
-Euler-ancestral (Euler to sigma_down, then noise of sigma_up), and ADM's
-respaced ancestral sampler (Ho et al., 2020; Nichol & Dhariwal, 2021) with
-the learned or the fixed variance."""
+Euler-ancestral (Euler to sigma_down, then noise of sigma_up), PLMS (Liu et
+al., 2022) and ADM's respaced ancestral sampler (Ho et al., 2020; Nichol &
+Dhariwal, 2021) with the learned or the fixed variance."""
 import os.path as osp
 import subprocess
 import sys
@@ -88,6 +88,34 @@ def dpm_solver_pp_2m(out_fn, x, n):
         decay = 0.0 if np.isinf(h) else np.exp(-h)
         x = sigma[i + 1] / sigma[i] * x - alpha[i + 1] * (decay - 1) * d
         previous = data
+    return x
+
+
+def plms(out_fn, x, n):
+    """Liu et al. (2022): pseudo linear multistep on the 'ddimN' grid, each
+    step DDIM's transfer (eq. 11) with a combined epsilon: the first a
+    pseudo improved Euler step (the mean of the epsilons at both ends), then
+    Adams-Bashforth combinations of the last 2, 3, then 4 (eq. 12)."""
+    grid = ddim_grid(n)
+    c = x.shape[1]
+    abar = np.append(ABAR[grid], 1.0)
+
+    def transfer(x, eps, i):
+        a, a_prev = abar[i], abar[i + 1]
+        return (np.sqrt(a_prev / a) * x - (a_prev - a) * eps /
+                (a * np.sqrt(1 - a_prev) + np.sqrt(a * (1 - a) * a_prev)))
+
+    first = out_fn(x, grid[0])[:, :c]
+    end = out_fn(transfer(x, first, 0), grid[1])[:, :c]
+    x = transfer(x, (first + end) / 2, 0)
+    history = [first]
+    weights = {2: [3, -1], 3: [23, -16, 5], 4: [55, -59, 37, -9]}
+    norms = {2: 2, 3: 12, 4: 24}
+    for i in range(1, n):
+        history = (history + [out_fn(x, grid[i])[:, :c]])[-4:]
+        k = len(history)
+        eps = sum(w * e for w, e in zip(weights[k], history[::-1])) / norms[k]
+        x = transfer(x, eps, i)
     return x
 
 
@@ -258,6 +286,8 @@ def reference(name, backbone, steps, seed, learn_sigma):
         return euler(out_fn, x, steps, heun=True)
     if name == 'EulerAncestralDiscreteScheduler':
         return euler_ancestral(out_fn, x, steps, noises)
+    if name == 'PNDMScheduler':
+        return plms(out_fn, x, steps)
     if name == 'DDPMScheduler':
         return ancestral(out_fn, x, ddim_grid(steps), noises, learn_sigma)
     raise AssertionError(f'no reference for {name}')
@@ -273,7 +303,7 @@ def test_supported_schedulers_are_stated_once():
     assert SUPPORTED_SCHEDULERS == (
         'DDIMScheduler', 'DPMSolverMultistepScheduler',
         'EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler',
-        'HeunDiscreteScheduler', 'DDPMScheduler')
+        'HeunDiscreteScheduler', 'PNDMScheduler', 'DDPMScheduler')
 
 
 # Float32 samplers against float64 references through 10 steps (measured
@@ -321,8 +351,11 @@ def test_contradicting_option_is_refused(option, value):
 
 
 def test_refusals_name_the_problem(models):
-    with pytest.raises(ValueError, match="'PNDMScheduler' is not supported"):
-        build_solver(dict(type='PNDMScheduler'))
+    with pytest.raises(ValueError, match="'LMSDiscreteScheduler' is not "
+                       'supported'):
+        build_solver(dict(type='LMSDiscreteScheduler'))
+    with pytest.raises(ValueError, match='skip_prk_steps=False'):
+        build_solver(dict(type='PNDMScheduler', skip_prk_steps=False))
     with pytest.raises(ValueError, match='use_karras_sigmas=True'):
         build_solver(dict(type='EulerDiscreteScheduler',
                           use_karras_sigmas=True))

@@ -67,6 +67,14 @@ SOLVER_SETTINGS: Dict[str, dict] = {
         timestep_spacing='linspace', final_sigmas_type='zero'),
     'EulerAncestralDiscreteScheduler': dict(timestep_spacing='linspace'),
     'HeunDiscreteScheduler': dict(timestep_spacing='linspace'),
+    # Pseudo linear multistep (PLMS; Liu et al., 2022) on the 'ddimN'
+    # grid: a pseudo improved Euler first step, then Adams-Bashforth
+    # combinations of up to four epsilons in DDIM's transfer; the pseudo
+    # Runge-Kutta warm-up (skip_prk_steps=False) is not tested.
+    'PNDMScheduler': dict(
+        skip_prk_steps=True,
+        set_alpha_to_one=True,
+        timestep_spacing='leading'),
     # Ancestral sampling (ADM's respaced DDPM) on the 'ddimN' grid, with the
     # model's learned variance or DiT's fixed one (see variance_type()).
     'DDPMScheduler': dict(timestep_spacing='leading'),
