@@ -2,10 +2,11 @@
 tools/sample.py and the metrics), against references written here from the
 published equations in float64 numpy: DDIM (Song et al., 2021, eq. 12,
 eta = 0) on ADM's 'ddimN' grid, DPM-Solver++(2M) (Lu et al., 2022, Alg. 2),
-Euler and Heun on the probability-flow ODE (Karras et al., 2022, Alg. 1),
-Euler-ancestral (Euler to sigma_down, then noise of sigma_up), PLMS (Liu et
-al., 2022) and ADM's respaced ancestral sampler (Ho et al., 2020; Nichol &
-Dhariwal, 2021) with the learned or the fixed variance."""
+Euler, Heun and linear multistep on the probability-flow ODE (Karras et al.,
+2022, Alg. 1), Euler-ancestral (Euler to sigma_down, then noise of
+sigma_up), PLMS (Liu et al., 2022) and ADM's respaced ancestral sampler (Ho
+et al., 2020; Nichol & Dhariwal, 2021) with the learned or the fixed
+variance."""
 import os.path as osp
 import subprocess
 import sys
@@ -137,6 +138,29 @@ def euler(out_fn, x, n, heun=False):
             d2 = karras_eps(out_fn, x_next, sigma[i + 1], t[i + 1])
             x_next = x + (sigma[i + 1] - sigma[i]) * (d + d2) / 2
         x = x_next
+    return x
+
+
+def lms(out_fn, x, n, order=4):
+    """Linear multistep on the same ODE (Karras et al., 2022, sec. 3, as
+    k-diffusion integrates it): dx/dsigma = eps through the Lagrange
+    polynomial of the last (up to 4) derivatives in sigma, integrated
+    exactly from sigma_i to sigma_i+1."""
+    t, sigma = karras_grid(n)
+    x = x * sigma[0]
+    history = []
+    for i in range(n):
+        history = (history + [karras_eps(out_fn, x, sigma[i], t[i])])[-order:]
+        nodes = sigma[i - np.arange(len(history))]  # newest first
+        step = np.zeros_like(x)
+        for j, derivative in enumerate(history[::-1]):
+            basis = np.poly1d([1.0])
+            for m, node in enumerate(nodes):
+                if m != j:
+                    basis *= np.poly1d([1.0, -node]) / (nodes[j] - node)
+            integral = basis.integ()
+            step += (integral(sigma[i + 1]) - integral(sigma[i])) * derivative
+        x = x + step
     return x
 
 
@@ -286,6 +310,8 @@ def reference(name, backbone, steps, seed, learn_sigma):
         return euler(out_fn, x, steps, heun=True)
     if name == 'EulerAncestralDiscreteScheduler':
         return euler_ancestral(out_fn, x, steps, noises)
+    if name == 'LMSDiscreteScheduler':
+        return lms(out_fn, x, steps)
     if name == 'PNDMScheduler':
         return plms(out_fn, x, steps)
     if name == 'DDPMScheduler':
@@ -303,7 +329,8 @@ def test_supported_schedulers_are_stated_once():
     assert SUPPORTED_SCHEDULERS == (
         'DDIMScheduler', 'DPMSolverMultistepScheduler',
         'EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler',
-        'HeunDiscreteScheduler', 'PNDMScheduler', 'DDPMScheduler')
+        'HeunDiscreteScheduler', 'LMSDiscreteScheduler', 'PNDMScheduler',
+        'DDPMScheduler')
 
 
 # Float32 samplers against float64 references through 10 steps (measured
@@ -351,9 +378,9 @@ def test_contradicting_option_is_refused(option, value):
 
 
 def test_refusals_name_the_problem(models):
-    with pytest.raises(ValueError, match="'LMSDiscreteScheduler' is not "
+    with pytest.raises(ValueError, match="'UniPCMultistepScheduler' is not "
                        'supported'):
-        build_solver(dict(type='LMSDiscreteScheduler'))
+        build_solver(dict(type='UniPCMultistepScheduler'))
     with pytest.raises(ValueError, match='skip_prk_steps=False'):
         build_solver(dict(type='PNDMScheduler', skip_prk_steps=False))
     with pytest.raises(ValueError, match='use_karras_sigmas=True'):

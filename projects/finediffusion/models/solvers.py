@@ -67,6 +67,8 @@ SOLVER_SETTINGS: Dict[str, dict] = {
         timestep_spacing='linspace', final_sigmas_type='zero'),
     'EulerAncestralDiscreteScheduler': dict(timestep_spacing='linspace'),
     'HeunDiscreteScheduler': dict(timestep_spacing='linspace'),
+    # The same ODE and grid, by linear multistep in sigma (up to 4 steps).
+    'LMSDiscreteScheduler': dict(timestep_spacing='linspace'),
     # Pseudo linear multistep (PLMS; Liu et al., 2022) on the 'ddimN'
     # grid: a pseudo improved Euler first step, then Adams-Bashforth
     # combinations of up to four epsilons in DDIM's transfer; the pseudo
