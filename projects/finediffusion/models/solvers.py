@@ -61,6 +61,17 @@ SOLVER_SETTINGS: Dict[str, dict] = {
         lambda_min_clipped=-float('inf'),
         variance_type=None,
         timestep_spacing='linspace'),
+    # UniPC (Zhao et al., 2023): second-order predictor and corrector in
+    # data prediction with B(h) = e^h - 1, on DPM-Solver++'s grid.
+    'UniPCMultistepScheduler': dict(
+        solver_order=2,
+        predict_x0=True,
+        solver_type='bh2',
+        lower_order_final=True,
+        disable_corrector=(),
+        solver_p=None,
+        final_sigmas_type='zero',
+        timestep_spacing='linspace'),
     # Karras et al. (2022) Euler, Euler-ancestral and Heun on the
     # probability-flow ODE: N times np.linspace(0, 999, N), then sigma = 0.
     'EulerDiscreteScheduler': dict(
