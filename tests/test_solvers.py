@@ -372,12 +372,16 @@ def sampled_latents(model, sampler, steps, seed):
     return images.double().numpy() * DECODE_DIVISOR
 
 
-def test_supported_schedulers_are_stated_once():
-    assert SUPPORTED_SCHEDULERS == (
-        'DDIMScheduler', 'DPMSolverMultistepScheduler',
-        'UniPCMultistepScheduler', 'EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler',
-        'HeunDiscreteScheduler', 'LMSDiscreteScheduler', 'PNDMScheduler',
-        'DDPMScheduler')
+def test_other_registered_schedulers_are_refused():
+    """The supported ones are the tuple that test_sampler_equals_reference
+    runs; every other scheduler MMagic registers is refused by name."""
+    from mmagic.models.diffusion_schedulers import \
+        REGISTERED_DIFFUSERS_SCHEDULERS
+    others = set(REGISTERED_DIFFUSERS_SCHEDULERS) - set(SUPPORTED_SCHEDULERS)
+    assert set(SUPPORTED_SCHEDULERS) < set(REGISTERED_DIFFUSERS_SCHEDULERS)
+    for name in sorted(others):
+        with pytest.raises(ValueError, match=f"'{name}' is not supported"):
+            build_solver(dict(type=name))
 
 
 # Float32 samplers against float64 references through 10 steps (measured
