@@ -72,6 +72,14 @@ SOLVER_SETTINGS: Dict[str, dict] = {
         solver_p=None,
         final_sigmas_type='zero',
         timestep_spacing='linspace'),
+    # DEIS (Zhang & Chen, 2023), second order, epsilon interpolated in
+    # log rho, the same grid, ending at the noise level of step 0.
+    'DEISMultistepScheduler': dict(
+        solver_order=2,
+        algorithm_type='deis',
+        solver_type='logrho',
+        lower_order_final=True,
+        timestep_spacing='linspace'),
     # Karras et al. (2022) Euler, Euler-ancestral and Heun on the
     # probability-flow ODE: N times np.linspace(0, 999, N), then sigma = 0.
     'EulerDiscreteScheduler': dict(
