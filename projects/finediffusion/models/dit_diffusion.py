@@ -1,8 +1,12 @@
-"""The Gaussian diffusion of DiT/ADM: linear betas, learned-range variance.
+"""The Gaussian diffusion of DiT/ADM: linear betas, learned or fixed variance.
 
-Training uses DiT's hybrid objective: epsilon MSE plus the variational bound
-(in bits per dimension) on the learned variance with the predicted mean
-detached (Nichol & Dhariwal, 2021, "Improved DDPM", eq. 16).
+With a learned variance (DiT's ``learn_sigma=True``) training uses DiT's
+hybrid objective: epsilon MSE plus the variational bound (in bits per
+dimension) on the learned variance with the predicted mean detached (Nichol &
+Dhariwal, 2021, "Improved DDPM", eq. 16). Without (``learn_sigma=False``) it
+is DiT's fixed-variance process: the epsilon MSE alone (Ho et al., 2020,
+eq. 14) and ADM's fixed 'large' reverse variance, beta_t (Ho et al.'s
+sigma_t^2 = beta_t).
 """
 import math
 from typing import Callable, Dict, List, Optional
@@ -72,7 +76,8 @@ def mean_flat(x: Tensor) -> Tensor:
 
 @DIFFUSION_SCHEDULERS.register_module()
 class DiTDiffusion:
-    """Schedule and training objective of DiT (epsilon, learned range).
+    """Schedule and training objective of DiT (epsilon; learned range or
+    fixed variance).
 
     Tables are kept in float64 and gathered per step before the cast to the
     data dtype, as in ADM, so that the loss equals the reference's.
@@ -88,13 +93,19 @@ class DiTDiffusion:
             exceeds gamma are weighted by gamma / SNR. It spends a short
             run's updates on the noisy steps, where the class decides the
             image. None (DiT) weights every step equally.
+        learn_sigma (bool): Whether the model output carries variance values
+            after epsilon (2C channels; DiT's default) or epsilon alone (C
+            channels: fixed 'large' variance, MSE loss). FineDiffusion sets
+            it from its backbone. Defaults to True.
     """
 
     def __init__(self,
                  num_timesteps: int = 1000,
                  betas: Optional[Tensor] = None,
                  timestep_map: Optional[List[int]] = None,
-                 snr_gamma: Optional[float] = None) -> None:
+                 snr_gamma: Optional[float] = None,
+                 learn_sigma: bool = True) -> None:
+        self.learn_sigma = learn_sigma
         betas = linear_betas(num_timesteps) if betas is None else betas.double()
         self.num_timesteps = len(betas)
         self.timestep_map = torch.tensor(
@@ -117,6 +128,11 @@ class DiTDiffusion:
         self.posterior_mean_coef2 = (1.0 - cumprod_prev) * alphas.sqrt() / (
             1.0 - cumprod)
         self.log_betas = torch.log(betas)
+        # ADM's 'fixed large' variance: beta_t, except at t = 0 where the
+        # posterior variance of t = 1 keeps the log finite (no noise is
+        # added at t = 0).
+        self.fixed_log_variance = torch.log(
+            torch.cat([posterior_var[1:2], betas[1:]]))
         snr = cumprod / (1.0 - cumprod)
         self.mse_weights = (None if snr_gamma is None else
                             snr.clamp(max=snr_gamma) / snr)
@@ -153,23 +169,39 @@ class DiTDiffusion:
         """Mean and log-variance of p(x_{t-1} | x_t) from a model output.
 
         Args:
-            output (Tensor): Model output, epsilon then variance values in
-                [-1, 1] along the channels (2C channels).
+            output (Tensor): Model output, epsilon then, with
+                ``learn_sigma``, variance values in [-1, 1] along the
+                channels (2C channels, else C).
             xt (Tensor): Noisy input at step ``t`` (C channels).
             t (Tensor): Steps, shape (N, ).
             clip_denoised (bool): Clip the predicted x0 to [-1, 1].
         """
-        eps, var_values = output.split(xt.shape[1], dim=1)
-        min_log = self._at(self.posterior_log_variance_clipped, t, xt)
-        max_log = self._at(self.log_betas, t, xt)
-        frac = (var_values + 1) / 2
-        log_variance = frac * max_log + (1 - frac) * min_log
+        eps, var_values = self._split(output, xt)
+        if self.learn_sigma:
+            min_log = self._at(self.posterior_log_variance_clipped, t, xt)
+            max_log = self._at(self.log_betas, t, xt)
+            frac = (var_values + 1) / 2
+            log_variance = frac * max_log + (1 - frac) * min_log
+        else:
+            log_variance = self._at(self.fixed_log_variance, t, xt)
         pred_x0 = (self._at(self.sqrt_recip_alphas_cumprod, t, xt) * xt -
                    self._at(self.sqrt_recipm1_alphas_cumprod, t, xt) * eps)
         if clip_denoised:
             pred_x0 = pred_x0.clamp(-1, 1)
         mean, _ = self.q_posterior(pred_x0, xt, t)
         return dict(mean=mean, log_variance=log_variance, pred_x0=pred_x0)
+
+    def _split(self, output: Tensor, xt: Tensor):
+        """(epsilon, variance values or None) of a model output."""
+        channels = xt.shape[1] * (2 if self.learn_sigma else 1)
+        if output.shape[1] != channels:
+            raise ValueError(
+                f'the model output has {output.shape[1]} channels, expected '
+                f'{channels} for {xt.shape[1]}-channel inputs with '
+                f'learn_sigma={self.learn_sigma}')
+        if not self.learn_sigma:
+            return output, None
+        return output.split(xt.shape[1], dim=1)
 
     def vb_terms_bpd(self, output: Tensor, x0: Tensor, xt: Tensor,
                      t: Tensor) -> Tensor:
@@ -192,45 +224,50 @@ class DiTDiffusion:
                         x0: Tensor,
                         t: Tensor,
                         noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        """DiT's hybrid loss per sample: epsilon MSE + VB on the variance.
+        """DiT's loss per sample: epsilon MSE, plus the VB on the variance
+        when the model learns it.
 
         Args:
             model_fn (callable): Maps (x_t, t) to the model output (2C
-                channels).
+                channels with ``learn_sigma``, else C).
             x0 (Tensor): Clean data.
             t (Tensor): Steps, shape (N, ).
             noise (Tensor, optional): The noise; drawn when not given.
 
         Returns:
-            dict: ``loss``, ``mse`` and ``vb``, each of shape (N, ).
+            dict: ``loss``, ``mse`` and, with ``learn_sigma``, ``vb``, each
+            of shape (N, ).
         """
         if noise is None:
             # Not randn_like: the draw must not depend on x0's memory layout
             # (latents from the VAE and from a cache differ in strides).
             noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype)
         xt = self.q_sample(x0, t, noise)
-        output = model_fn(xt, t)
-        eps, var_values = output.split(x0.shape[1], dim=1)
-        # The VB term trains only the variance: the mean gets the MSE alone.
-        vb = self.vb_terms_bpd(
-            torch.cat([eps.detach(), var_values], dim=1), x0, xt, t)
+        eps, var_values = self._split(model_fn(xt, t), xt)
         mse = mean_flat((noise - eps)**2)
         weighted = mse if self.mse_weights is None else (
             self._at(self.mse_weights, t, mse) * mse)
+        if not self.learn_sigma:
+            return dict(loss=weighted, mse=mse)
+        # The VB term trains only the variance: the mean gets the MSE alone.
+        vb = self.vb_terms_bpd(
+            torch.cat([eps.detach(), var_values], dim=1), x0, xt, t)
         return dict(loss=weighted + vb, mse=mse, vb=vb)
 
     def respaced(self, steps: int) -> 'DiTDiffusion':
         """The same process on ``steps`` evenly spaced steps (ADM respacing).
 
         Keeps the cumulative alphas of the kept steps and derives the betas
-        that join them; the model is still called with original timesteps.
+        that join them (and from them the fixed or learned variance's
+        bounds); the model is still called with original timesteps.
         """
         kept = space_timesteps(self.num_timesteps, steps)
         cumprod = self.alphas_cumprod[kept]
         previous = torch.cat([cumprod.new_ones(1), cumprod[:-1]])
         return DiTDiffusion(
             betas=1 - cumprod / previous,
-            timestep_map=self.timestep_map[kept].tolist())
+            timestep_map=self.timestep_map[kept].tolist(),
+            learn_sigma=self.learn_sigma)
 
     @torch.no_grad()
     def p_sample_loop(self,
@@ -242,7 +279,8 @@ class DiTDiffusion:
 
         Args:
             model_fn (callable): Maps (x_t, model timesteps) to the model
-                output (2C channels), e.g. a guided model.
+                output (2C channels with ``learn_sigma``, else C), e.g. a
+                guided model.
             noise (Tensor): x_T.
             generator (torch.Generator, optional): Draws the noise of each
                 step, on ``noise``'s device.

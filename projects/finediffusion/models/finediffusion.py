@@ -41,11 +41,14 @@ class FineDiffusion(BaseModel):
             'finediffusion'.
         ema_decay (float, optional): Decay of the EMA of the trainable
             parameters; None keeps no EMA. Defaults to 0.9999 (DiT).
-        diffusion (dict): The :class:`DiTDiffusion` config.
+        diffusion (dict): The :class:`DiTDiffusion` config; its
+            ``learn_sigma`` follows the backbone (variance channels or not).
         guidance (dict): The :class:`FineGrainedCFG` config used to sample.
         sampler (dict, optional): A diffusers scheduler config to sample with
-            (e.g. ``dict(type='DPMSolverMultistepScheduler')``); None uses
-            ADM's respaced DDPM, DiT's reference sampler. Defaults to None.
+            (e.g. ``dict(type='DPMSolverMultistepScheduler')``; one of
+            :data:`solvers.SUPPORTED_SCHEDULERS`, set to DiT's process by
+            :func:`build_solver`); None uses ADM's respaced DDPM, DiT's
+            reference sampler. Defaults to None.
         sample_steps (int): Sampling steps. Defaults to 250 (the paper's FID
             setting, respaced DDPM).
         latent_scale (float): Factor applied to VAE latents. Defaults to
@@ -86,7 +89,20 @@ class FineDiffusion(BaseModel):
         self.trainable = apply_trainable(self.backbone, trainable)
         self.ema = (TrainableEMA(self.backbone, self.trainable, ema_decay)
                     if ema_decay is not None else None)
-        self.diffusion = DIFFUSION_SCHEDULERS.build(diffusion)
+        # A backbone without variance channels (learn_sigma=False) is
+        # trained and sampled with DiT's fixed variance.
+        self.learn_sigma = (
+            self.backbone.out_channels == 2 * self.backbone.in_channels)
+        self.diffusion = DIFFUSION_SCHEDULERS.build(
+            diffusion, default_args=dict(learn_sigma=self.learn_sigma))
+        if self.diffusion.learn_sigma != self.learn_sigma:
+            raise ValueError(
+                f'diffusion.learn_sigma={self.diffusion.learn_sigma} '
+                f'contradicts the backbone ({self.backbone.out_channels} '
+                f'output channels for {self.backbone.in_channels} input '
+                'channels); leave it unset')
+        if sampler is not None:
+            build_solver(sampler, self.learn_sigma)  # a bad one fails now
         self.guidance = _build(guidance)
         self.sampler = sampler
         self.sample_steps = sample_steps
@@ -150,11 +166,12 @@ class FineDiffusion(BaseModel):
                 return self.backbone(xt, steps, rows).float()
 
         terms = self.diffusion.training_losses(backbone, x0, t)
-        # Only keys containing 'loss' are summed; mse and vb are logged.
-        return dict(
-            loss=terms['loss'].mean(),
-            mse=terms['mse'].mean().detach(),
-            vb=terms['vb'].mean().detach())
+        # Only keys containing 'loss' are summed; mse and vb (a learned
+        # variance's term) are logged.
+        return {
+            key: value.mean() if key == 'loss' else value.mean().detach()
+            for key, value in terms.items()
+        }
 
     @torch.no_grad()
     def sample(self,
@@ -205,7 +222,8 @@ class FineDiffusion(BaseModel):
                 return self.diffusion.respaced(steps).p_sample_loop(
                     model_fn, noise, generator, progress)
             return solver_sample_loop(
-                build_solver(sampler), model_fn, noise, steps, generator,
+                build_solver(sampler, self.learn_sigma), model_fn, noise,
+                steps, generator,
                 progress)
 
         if use_ema and self.ema is not None:
