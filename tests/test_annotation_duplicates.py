@@ -28,13 +28,18 @@ def edit_json(path, edit):
 
 
 def _image_id(data):
-    # The second image takes the first one's id.
-    data['images'][1]['id'] = data['images'][0]['id']
+    # The second image takes the first one's id, its annotation too: one
+    # file would be dropped, the other used twice.
+    data['images'][1]['id'] = data['annotations'][1]['image_id'] = 0
 
 
 def _category_id(data):
-    # Vanessa cardui (1) takes Danaus plexippus's id (0).
+    # Vanessa cardui (1) takes Danaus plexippus's id (0), its annotations
+    # too: one species' images would be labelled as the other.
     data['categories'][2]['id'] = 0
+    for ann in data['annotations']:
+        if ann['category_id'] == 1:
+            ann['category_id'] = 0
 
 
 def _annotation_id(data):
@@ -86,16 +91,20 @@ def write_vegfru(root, sub_lines, sup_lines):
         write_image(str(root / line.split()[0]))
 
 
+VEG = ['veg/cabbage/1.jpg 0', 'veg/cabbage/3.jpg 0', 'veg/lettuce/2.jpg 1',
+       'fru/apple/4.jpg 2']
+SUP = ['veg/cabbage/1.jpg 0', 'veg/cabbage/3.jpg 0', 'veg/lettuce/2.jpg 0',
+       'fru/apple/4.jpg 1']
+
+
 @pytest.mark.parametrize('sub_lines,sup_lines,message', [
     # One path with two subclasses: the second label silently won.
-    (['veg/cabbage/1.jpg 0', 'fru/apple/2.jpg 1', 'veg/cabbage/1.jpg 1'],
-     ['veg/cabbage/1.jpg 1', 'fru/apple/2.jpg 0'],
-     r'vegfru_train.txt:3: veg/cabbage/1.jpg is listed twice, with label 0 '
+    (VEG + ['veg/cabbage/1.jpg 1'], SUP,
+     r'vegfru_train.txt:5: veg/cabbage/1.jpg is listed twice, with label 0 '
      r'on line 1 and 1 here'),
-    (['veg/cabbage/1.jpg 0', 'fru/apple/2.jpg 1'],
-     ['veg/cabbage/1.jpg 1', 'fru/apple/2.jpg 0', 'fru/apple/2.jpg 0'],
-     r'supvegfru_train.txt:3: fru/apple/2.jpg is listed twice, with label 0 '
-     r'on line 2 and 0 here'),
+    (VEG, SUP + ['fru/apple/4.jpg 1'],
+     r'supvegfru_train.txt:5: fru/apple/4.jpg is listed twice, with label 1 '
+     r'on line 4 and 1 here'),
 ], ids=['subclass list', 'superclass list'])
 def test_vegfru_duplicates_are_refused(tmp_path, sub_lines, sup_lines,
                                        message):

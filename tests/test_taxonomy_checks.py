@@ -132,7 +132,7 @@ def test_test_set_with_a_species_moved_is_refused(trained, vae_folder,
     runner = Runner.from_cfg(cfg)
     with pytest.raises(ValueError, match='Vanessa cardui') as error:
         runner.train()
-    assert 'validation data' in str(error.value)
+    assert 'val_dataloader' in str(error.value)
     assert runner.iter == 0
 
 

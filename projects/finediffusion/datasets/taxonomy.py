@@ -210,7 +210,7 @@ def check_same_taxonomy(expected: TaxonomyLike, actual: TaxonomyLike,
     """
     named = isinstance(expected, Taxonomy) and isinstance(actual, Taxonomy)
     want, got = _table(expected), _table(actual)
-    where = f'{expected_from} and {actual_from} disagree on the taxonomy'
+    where = 'the taxonomies disagree'
     for sub in range(min(len(want), len(got))):
         if named and expected.names[sub] != actual.names[sub]:
             raise ValueError(
@@ -225,12 +225,12 @@ def check_same_taxonomy(expected: TaxonomyLike, actual: TaxonomyLike,
                 f'in {expected_from} but to superclass '
                 f'{_superclass(actual, got[sub])} in {actual_from}')
     if len(want) != len(got):
-        extra = len(want) if len(want) < len(got) else len(got)
+        first = min(len(want), len(got))
         longer = actual if len(got) > len(want) else expected
         raise ValueError(
             f'{where}: {len(want)} subclasses in {expected_from} but '
-            f'{len(got)} in {actual_from} (the first one beyond the shorter: '
-            f'{_subclass(extra, longer)})')
+            f'{len(got)} in {actual_from} (the first unmatched: '
+            f'{_subclass(first, longer)})')
 
 
 def taxonomy_source(spec: Mapping) -> str:

@@ -41,7 +41,7 @@ class PEFTFreezeHook(Hook):
     def before_train(self, runner: Runner) -> None:
         model = _unwrap(runner)
         check_dataset(runner, runner.train_dataloader.dataset,
-                      'training data (train_dataloader)')
+                      'train_dataloader')
         # Now rather than at the first validation, hours later.
         if isinstance(getattr(runner, '_val_loop', None), BaseLoop):
             self.before_val(runner)
@@ -75,12 +75,12 @@ class PEFTFreezeHook(Hook):
 
     def before_val(self, runner: Runner) -> None:
         """Checks that the validation data has the model's taxonomy."""
-        check_loop(runner, runner.val_loop, 'validation data (val_dataloader)')
+        check_loop(runner, runner.val_loop, 'val_dataloader')
 
     def before_test(self, runner: Runner) -> None:
         """Checks that the test data has the model's taxonomy, before the
         test loop computes anything."""
-        check_loop(runner, runner.test_loop, 'test data (test_dataloader)')
+        check_loop(runner, runner.test_loop, 'test_dataloader')
 
     def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         model = _unwrap(runner)

@@ -28,7 +28,7 @@ def model_taxonomy(runner: Runner) -> Tuple[TaxonomyLike, str]:
     if spec is None:
         return table, "the model's taxonomy (backbone.y_embedder.sub2super)"
     taxonomy, source = spec_taxonomy(spec)
-    described = f"the model's taxonomy ({source})"
+    described = f"the model's taxonomy {source}"
     check_same_taxonomy(taxonomy, table, described,
                         "the model's weights (backbone.y_embedder.sub2super)")
     return taxonomy, described
@@ -43,7 +43,7 @@ def check_dataset(runner: Runner, dataset, role: str) -> None:
     Args:
         runner (Runner): The runner holding the model and its config.
         dataset: A dataset, e.g. a :class:`TieredImageDataset`.
-        role (str): What it is for, e.g. 'test data (test_dataloader)'.
+        role (str): Its data loader, e.g. 'test_dataloader'.
 
     Raises:
         ValueError: At the first subclass that differs, naming it and both
@@ -56,7 +56,7 @@ def check_dataset(runner: Runner, dataset, role: str) -> None:
     source = source() if callable(source) else type(dataset).__name__
     expected, described = model_taxonomy(runner)
     check_same_taxonomy(expected, Taxonomy.from_dict(meta['taxonomy']),
-                        described, f'the {role} ({source})')
+                        described, f'the {role} dataset {source}')
 
 
 def loop_datasets(loop) -> List:
@@ -71,10 +71,10 @@ def loop_datasets(loop) -> List:
 
 def check_loop(runner: Runner, loop, role: str) -> None:
     """Compares every dataset of ``loop`` with the model (see
-    :func:`check_dataset`); ``role`` names the loop, e.g. 'test data'."""
+    :func:`check_dataset`); ``role`` names its data loader config."""
     datasets = loop_datasets(loop)
     for index, dataset in enumerate(datasets):
-        which = f' #{index}' if len(datasets) > 1 else ''
+        which = f'[{index}]' if len(datasets) > 1 else ''
         check_dataset(runner, dataset, f'{role}{which}')
 
 
