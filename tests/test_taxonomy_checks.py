@@ -15,8 +15,10 @@ from mmengine.runner import Runner
 
 import probes  # noqa: F401  (the probe metric, for in-process runners)
 from conftest import REPO
+from finediffusion.datasets.latent_cache import cache_latents
 from finediffusion.inference import load_for_sampling
 from finediffusion.models.checkpoint_io import export_delta
+from mmagic.registry import DATASETS, MODELS
 from test_datasets import CATEGORIES, category, inat_json
 
 # Two species share a common name, as real ones do.
@@ -35,26 +37,30 @@ def moved(categories, name, supercategory):
 
 
 def inat_config(root, vae_folder, work_dir, val_file='val.json',
-                model_root=None):
-    """configs/finediffusion_inat.py on the iNat-format files in ``root``:
+                model_root=None, name='finediffusion_inat.py'):
+    """configs/finediffusion_inat.py (or ``name``, which inherits it) on the
+    iNat-format files in ``root``:
     a tiny DiT without pretrained weights, the tiny stand-in SD-VAE, 16 px
     images and a probe metric that needs no downloaded weights."""
-    cfg = Config.fromfile(osp.join(REPO, 'configs', 'finediffusion_inat.py'))
+    cfg = Config.fromfile(osp.join(REPO, 'configs', name))
     backbone = cfg.model.backbone
     backbone.arch = dict(depth=1, hidden_size=32, num_heads=2)
     backbone.input_size = 8
     backbone.pretrained = None
-    backbone.sub2super.data_root = str(model_root or root)
+    if 'data_root' in backbone.sub2super:
+        backbone.sub2super.data_root = str(model_root or root)
     cfg.model.vae.from_pretrained = vae_folder
     cfg.model.sample_steps = 2
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg[loader]
         loader.update(batch_size=2, num_workers=0, persistent_workers=False)
-        loader.dataset.data_root = str(root)
+        if 'data_root' in loader.dataset:
+            loader.dataset.data_root = str(root)
         for step in loader.dataset.pipeline:
             if step['type'] == 'ADMCenterCrop':
                 step['size'] = 16
-    cfg.train_dataloader.dataset.data_root = str(model_root or root)
+    if 'data_root' in cfg.train_dataloader.dataset:
+        cfg.train_dataloader.dataset.data_root = str(model_root or root)
     for loader in ('val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.ann_file = val_file
     probe = dict(type='Evaluator',
@@ -91,6 +97,16 @@ def trained(tmp_path_factory, vae_folder):
     return root, str(root / 'work' / 'iter_1.pth')
 
 
+def write_val_moved(root):
+    """val_moved.json: val.json with Vanessa cardui among the Birds, as in
+    no train_mini.json."""
+    with open(root / 'val.json') as f:
+        data = json.load(f)
+    data['categories'] = moved(SPECIES, 'Vanessa cardui', 'Birds')
+    with open(root / 'val_moved.json', 'w') as f:
+        json.dump(data, f)
+
+
 def assert_names_the_move(stderr, *files):
     # The species, its supercategory on both sides and the files.
     message = stderr.strip().splitlines()[-1]
@@ -113,12 +129,7 @@ def test_consistent_test_set_passes_the_check(trained, vae_folder, tmp_path):
 def test_test_set_with_a_species_moved_is_refused(trained, vae_folder,
                                                   tmp_path):
     root, ckpt = trained
-    # val.json: Vanessa cardui among the Birds, as in no train_mini.json.
-    with open(root / 'val.json') as f:
-        data = json.load(f)
-    data['categories'] = moved(SPECIES, 'Vanessa cardui', 'Birds')
-    with open(root / 'val_moved.json', 'w') as f:
-        json.dump(data, f)
+    write_val_moved(root)
     cfg = inat_config(root, vae_folder, tmp_path / 'work',
                       val_file='val_moved.json')
     config = dump(cfg, tmp_path / 'cfg.py')
@@ -179,3 +190,49 @@ def test_sample_refuses_a_name_of_two_species(trained, vae_folder, tmp_path):
     assert 'subclass id 1 (Vanessa cardui (Painted Lady)' in message
     assert 'subclass id 3 (Vanessa virginiensis (Painted Lady)' in message
     assert not osp.exists(tmp_path / 'samples')
+
+
+def test_latent_cache_of_another_taxonomy_is_refused(trained, vae_folder,
+                                                     tmp_path):
+    root, _ = trained
+    write_val_moved(root)
+    image_cfg = inat_config(root, vae_folder, tmp_path / 'work')
+    dataset = image_cfg.train_dataloader.dataset.copy()
+    dataset.pipeline = [t for t in dataset.pipeline if t['type'] != 'Flip']
+    vae = MODELS.build(image_cfg.model.vae).eval()
+
+    def encode(images):
+        posterior = vae.encode(images).latent_dist
+        return posterior.mean, posterior.std
+
+    cache = str(tmp_path / 'latents')
+    cache_latents(DATASETS.build(dataset), encode, cache, {}, progress=False)
+
+    # configs/finediffusion_inat_latents.py: the model reads the cache's
+    # taxonomy, the validation data another.
+    cfg = inat_config(root, vae_folder, tmp_path / 'work',
+                      val_file='val_moved.json',
+                      name='finediffusion_inat_latents.py')
+    cfg.model.backbone.sub2super.cache_dir = cache
+    cfg.train_dataloader.dataset.cache_dir = cache
+    cfg.train_cfg.val_interval = 1
+    with pytest.raises(ValueError, match=r"'Vanessa cardui' \(id 1\) belongs "
+                       r"to superclass 'Insects' \(id 1\) in the model's "
+                       r'taxonomy LatentDataset\(.*latents\) but to '
+                       r"superclass 'Birds' \(id 0\) in the val_dataloader "
+                       r'dataset INat2021Dataset\(.*val_moved.json\)'):
+        Runner.from_cfg(cfg).train()
+
+    # The cache as training data of a model whose train_mini.json has
+    # moved the species since.
+    other = tmp_path / 'inat_now'
+    inat_json(other, moved(SPECIES, 'Vanessa cardui', 'Birds'))
+    cfg = inat_config(root, vae_folder, tmp_path / 'work', model_root=other)
+    latents = Config.fromfile(
+        osp.join(REPO, 'configs', 'finediffusion_inat_latents.py'))
+    cfg.train_dataloader.dataset = latents.train_dataloader.dataset
+    cfg.train_dataloader.dataset.cache_dir = cache
+    with pytest.raises(ValueError, match=r"'Vanessa cardui' .* in the "
+                       r'train_dataloader dataset LatentDataset\(.*latents/'
+                       r'manifest.json\)'):
+        Runner.from_cfg(cfg).train()
