@@ -14,7 +14,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 import probes  # noqa: F401  (the probe metric, for in-process runners)
-from conftest import REPO
+from conftest import REPO, free_port
 from finediffusion.datasets.latent_cache import cache_latents
 from finediffusion.inference import load_for_sampling
 from finediffusion.models.checkpoint_io import export_delta
@@ -136,6 +136,15 @@ def test_test_set_with_a_species_moved_is_refused(trained, vae_folder,
     run = tool('test.py', config, ckpt, '--work-dir', tmp_path / 'eval')
     assert run.returncode != 0
     assert_names_the_move(run.stderr, 'val_moved.json', 'train_mini.json')
+    assert not osp.exists(tmp_path / 'eval' / 'metrics.json')
+    # The same over two processes (gloo): every rank checks.
+    run = subprocess.run(
+        ['bash', osp.join(REPO, 'tools/dist_test.sh'), config, ckpt, '2',
+         '--work-dir', str(tmp_path / 'eval')], capture_output=True,
+        text=True, env=dict(ENV, PORT=free_port()))
+    assert run.returncode != 0
+    assert ("subclass 'Vanessa cardui' (id 1) belongs to superclass "
+            "'Insects' (id 1)") in run.stderr, run.stderr[-3000:]
     assert not osp.exists(tmp_path / 'eval' / 'metrics.json')
 
     # Validation during training: refused before the first iteration.
