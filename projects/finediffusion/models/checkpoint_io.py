@@ -169,7 +169,6 @@ def load_delta(model: nn.Module, path: str) -> List[str]:
     return sorted(tensors)
 
 
-
 # Where the model keeps its sub->super table, in a FineDiffusion state dict.
 TAXONOMY_KEY = 'backbone.y_embedder.sub2super'
 
