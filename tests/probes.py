@@ -8,7 +8,9 @@ from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from mmagic.registry import HOOKS
+from finediffusion.evaluation.sampling import ConditionalSampling, label_of
+from mmagic.evaluation.metrics.base_gen_metric import GenerativeMetric
+from mmagic.registry import HOOKS, METRICS
 
 
 @HOOKS.register_module()
@@ -50,3 +52,23 @@ class LossProbeHook(Hook):
         with open(path, 'a') as f:
             f.write(json.dumps([runner.iter + 1,
                                 float(outputs['loss'])]) + '\n')
+
+
+
+@METRICS.register_module()
+class GeneratedLabelsProbe(ConditionalSampling, GenerativeMetric):
+    """Counts the images a test loop generates and the classes asked for:
+    a metric that needs no pretrained weights."""
+
+    SAMPLER_MODE = 'FineDiffusionPerClass'
+
+    def __init__(self, fake_nums: int, prefix: str = 'Probe') -> None:
+        super().__init__(fake_nums, need_cond_input=True, prefix=prefix,
+                         sample_kwargs={})
+        self.seed = 0
+
+    def process(self, data_batch, data_samples) -> None:
+        self.fake_results.extend(label_of(pred) for pred in data_samples)
+
+    def compute_metrics(self, fake_results: list) -> dict:
+        return dict(images=len(fake_results), classes=len(set(fake_results)))

@@ -259,5 +259,8 @@ def test_taxonomy_mismatch_between_model_and_data_is_refused(tiny_cfg,
     cfg.train_dataloader.dataset = dict(type='HierarchyDataset',
                                         data_root=str(tmp_path),
                                         pipeline=PIPELINE)
-    with pytest.raises(RuntimeError, match='disagree on the taxonomy'):
+    with pytest.raises(ValueError, match=r"subclass 'c' \(id 2\) belongs to "
+                       r'superclass id 1 in the model.* but to superclass '
+                       r"'sup' \(id 0\) in the train_dataloader dataset "
+                       r'HierarchyDataset'):
         Runner.from_cfg(cfg).train()

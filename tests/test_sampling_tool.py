@@ -35,6 +35,25 @@ def test_unknown_name_lists_the_closest():
         TAXONOMY.resolve('7')
 
 
+def test_a_name_of_several_classes_is_ambiguous():
+    # Common names repeat across species; a superclass may share a name
+    # with a subclass of another one.
+    taxonomy = Taxonomy(
+        names=['Danaus plexippus', 'Vanessa cardui', 'Vanessa virginiensis',
+               'Insecta'],
+        sub2super=[0, 0, 0, 1], super_names=['Insecta', 'Aves'],
+        common_names=['Monarch', 'Painted Lady', 'Painted Lady', ''])
+    with pytest.raises(ValueError, match=r"'painted lady' is ambiguous: it "
+                       r'names subclass id 1 \(Vanessa cardui .* and '
+                       r'subclass id 2 \(Vanessa virginiensis'):
+        taxonomy.resolve('painted lady')
+    with pytest.raises(ValueError, match=r"'Insecta' is ambiguous: it names "
+                       r"subclass id 3 .* and superclass 'Insecta' \(id 0, 3 "
+                       r'subclasses\)'):
+        taxonomy.resolve('Insecta')
+    assert taxonomy.resolve('Vanessa cardui') == [1]
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory, toy_root):
     """A config and a two-iteration checkpoint of the tiny CPU run."""

@@ -15,7 +15,8 @@ import torch
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
 from finediffusion.engine.distributed import use_cpu_distributed
-from finediffusion.models.checkpoint_io import load_delta
+from finediffusion.inference import check_weights_taxonomy
+from finediffusion.models.checkpoint_io import delta_taxonomy, load_delta
 from mmengine.config import Config, DictAction
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
@@ -67,6 +68,9 @@ def main() -> None:
     cfg.load_from = None if delta else args.checkpoint
     runner = Runner.from_cfg(cfg)
     if delta:
+        # A .pth checkpoint is compared by PEFTFreezeHook when it loads.
+        check_weights_taxonomy(cfg, delta_taxonomy(args.checkpoint),
+                               f'the delta {args.checkpoint}')
         model = runner.model
         load_delta(model.module if is_model_wrapper(model) else model,
                    args.checkpoint)

@@ -8,8 +8,35 @@ from mmengine.registry import DefaultScope
 from safetensors import safe_open
 
 from mmagic.registry import MODELS
-from .datasets.taxonomy import Taxonomy, taxonomy_of
-from .models.checkpoint_io import load_delta, peft_state_dict
+from .datasets.taxonomy import (Taxonomy, TaxonomyLike, check_same_taxonomy,
+                                spec_taxonomy, taxonomy_of)
+from .models.checkpoint_io import (checkpoint_taxonomy, delta_taxonomy,
+                                   load_delta, peft_state_dict)
+
+
+def check_weights_taxonomy(config: Union[str, Config],
+                           saved: Optional[TaxonomyLike], source: str) -> None:
+    """Compares the taxonomy saved with trained weights (a checkpoint's or
+    a delta's) with the one the config's model reads, before loading them.
+
+    Args:
+        config (str or Config): The config (its ``model.backbone.sub2super``).
+        saved (Taxonomy or Sequence[int], optional): From
+            :func:`checkpoint_taxonomy` or :func:`delta_taxonomy`; None
+            skips the check.
+        source (str): The weights, for the message (e.g. 'the delta X').
+
+    Raises:
+        ValueError: At the first subclass that differs, naming it, both
+            superclasses and both sources.
+    """
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    spec = cfg.model.get('backbone', {}).get('sub2super')
+    if saved is None or spec is None:
+        return
+    expected, where = spec_taxonomy(spec)
+    check_same_taxonomy(expected, saved, f"the config's taxonomy ({where})",
+                        source)
 
 
 def build_model(config: Union[str, Config], base: Optional[str] = None):
@@ -38,6 +65,8 @@ def build_from_delta(config: Union[str, Config],
     Returns:
         FineDiffusion: In eval mode.
     """
+    config = Config.fromfile(config) if isinstance(config, str) else config
+    check_weights_taxonomy(config, delta_taxonomy(delta), f'the delta {delta}')
     model = build_model(config, base)
     load_delta(model, delta)
     return model.to(device).eval()
@@ -66,6 +95,7 @@ def load_for_sampling(
             that its metadata declares (the message names them), or a tensor
             has another shape.
     """
+    config = Config.fromfile(config) if isinstance(config, str) else config
     if weights.endswith('.safetensors'):
         model = build_from_delta(config, weights, base, device)
         with safe_open(weights, framework='pt') as f:
@@ -73,8 +103,10 @@ def load_for_sampling(
         taxonomy = (Taxonomy.from_dict(json.loads(meta['taxonomy']))
                     if 'taxonomy' in meta else None)
     else:
-        model = build_model(config, base)
         ckpt = torch.load(weights, map_location='cpu', weights_only=True)
+        check_weights_taxonomy(config, checkpoint_taxonomy(ckpt),
+                               f'the checkpoint {weights}')
+        model = build_model(config, base)
         state = ckpt.get('state_dict', ckpt)
         peft = 'peft' in ckpt.get('meta', {})
         if peft:

@@ -37,13 +37,22 @@ def _read_annotations(path: str) -> List[Tuple[str, str, str]]:
     else:
         with open(path, newline='') as f:
             records = list(csv.DictReader(f))
-    rows = []
+    rows, numbers = [], {}
     for number, record in enumerate(records, 1):
         missing = [k for k in ('path', 'subclass') if not record.get(k)]
         if missing:
             raise ValueError(f'{path}: record {number} lacks {missing}')
-        rows.append((record['path'], str(record['subclass']),
-                     str(record.get('superclass') or '')))
+        row = (record['path'], str(record['subclass']),
+               str(record.get('superclass') or ''))
+        # Even an exact repeat: the image would be trained twice as often.
+        if row[0] in numbers:
+            first = rows[numbers[row[0]] - 1]
+            raise ValueError(
+                f'{path}: {row[0]} is listed twice, as record '
+                f'{numbers[row[0]]} (subclass {first[1]!r}) and record '
+                f'{number} (subclass {row[1]!r})')
+        numbers[row[0]] = number
+        rows.append(row)
     return rows
 
 

@@ -24,14 +24,49 @@ def _read_file(path: str, mtime: float) -> Tuple[list, list]:
         if key not in data:
             raise ValueError(f'{path} is not an iNat 2021 annotation file: '
                              f'key {key!r} is missing')
+    _refuse_duplicates(path, data)
     files = {image['id']: image['file_name'] for image in data['images']}
-    pairs = []
+    pairs, labelled = [], {}
     for ann in data['annotations']:
         if ann['image_id'] not in files:
             raise ValueError(f'{path}: annotation {ann.get("id")} refers to '
                              f'image id {ann["image_id"]}, which is absent')
+        # One label per image: a second annotation would train the image
+        # twice, under two labels when they differ.
+        if ann['image_id'] in labelled:
+            first = labelled[ann['image_id']]
+            raise ValueError(
+                f'{path}: image id {ann["image_id"]} '
+                f'({files[ann["image_id"]]}) is annotated twice: annotation '
+                f'{first.get("id")} (category id {first["category_id"]}) '
+                f'and annotation {ann.get("id")} (category id '
+                f'{ann["category_id"]})')
+        labelled[ann['image_id']] = ann
         pairs.append((files[ann['image_id']], ann['category_id']))
     return data['categories'], pairs
+
+
+def _refuse_duplicates(path: str, data: dict) -> None:
+    """Fails on an id (or image file) listed twice: a dict keyed by id
+    would keep one entry and silently relabel or drop the other's images.
+
+    Raises:
+        ValueError: Naming the file, the id and both entries.
+    """
+    for key, field, shown in (('categories', 'id', 'name'),
+                              ('images', 'id', 'file_name'),
+                              ('images', 'file_name', 'id'),
+                              ('annotations', 'id', 'image_id')):
+        seen = {}
+        for entry in data[key]:
+            if field not in entry:
+                continue  # annotation ids are optional in COCO files
+            first = seen.setdefault(entry[field], entry)
+            if first is not entry:
+                raise ValueError(
+                    f'{path}: two {key} share {field} {entry[field]!r} '
+                    f'({shown} {first.get(shown)!r} and '
+                    f'{entry.get(shown)!r})')
 
 
 def read_inat(ann_file: str,

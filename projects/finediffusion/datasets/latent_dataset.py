@@ -5,7 +5,7 @@ from typing import List
 from mmengine.dataset import BaseDataset
 
 from mmagic.registry import DATASETS
-from .latent_cache import as_label, read_manifest, rows_of
+from .latent_cache import MANIFEST, as_label, read_manifest, rows_of
 from .taxonomy import Taxonomy, taxonomy_reader
 
 
@@ -46,3 +46,7 @@ class LatentDataset(BaseDataset):
 
     def get_cat_ids(self, idx: int) -> List[int]:
         return [int(self.get_data_info(idx)['gt_label'][0])]
+
+    def taxonomy_source(self) -> str:
+        """The manifest holding the taxonomy, for messages."""
+        return f'LatentDataset({osp.join(self.cache_dir, MANIFEST)})'

@@ -1,9 +1,11 @@
 """The class-name table of a two-tier taxonomy, name resolution, and the
 taxonomy readers of the datasets."""
 import difflib
+import os.path as osp
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import (Callable, Dict, List, Mapping, Optional, Sequence, Tuple,
+                    Union)
 
 
 @dataclass
@@ -67,7 +69,9 @@ class Taxonomy:
         a superclass name (all its subclasses), case-insensitive.
 
         Raises:
-            ValueError: For an unknown name, listing the closest ones.
+            ValueError: For an unknown name, listing the closest ones; for a
+                name of several classes (e.g. a common name two species
+                share), listing them.
         """
         if query.isdigit():
             sub = int(query)
@@ -76,13 +80,28 @@ class Taxonomy:
                                  f'taxonomy has {len(self.names)} subclasses')
             return [sub]
         key = query.casefold()
+        # Every reading of the name: common names repeat in real taxonomies
+        # (and a subclass may share its superclass's name), so the first
+        # match could silently be the wrong class.
+        meanings = {}
         for names in (self.names, self.common_names):
             for sub, name in enumerate(names):
                 if name.casefold() == key:
-                    return [sub]
+                    meanings.setdefault(
+                        (sub, ), f'subclass id {sub} ({self.label(sub)})')
         for sup, name in enumerate(self.super_names):
             if name.casefold() == key:
-                return [s for s, p in enumerate(self.sub2super) if p == sup]
+                subs = tuple(s for s, p in enumerate(self.sub2super)
+                             if p == sup)
+                meanings.setdefault(subs, f'superclass {name!r} (id {sup}, '
+                                    f'{len(subs)} subclasses)')
+        if len(meanings) > 1:
+            raise ValueError(
+                f'class name {query!r} is ambiguous: it names '
+                f'{" and ".join(meanings.values())}; give a subclass id '
+                'instead')
+        if meanings:
+            return list(next(iter(meanings)))
         candidates = self.names + self.common_names + self.super_names
         close = difflib.get_close_matches(query, candidates, n=5, cutoff=0.5)
         if not close:
@@ -142,3 +161,97 @@ def load_taxonomy(spec: Union[dict, Taxonomy]) -> Taxonomy:
         raise ValueError(f'no taxonomy reader {name!r}; known: '
                          f'{sorted(TAXONOMY_READERS)}')
     return _read(name, tuple(sorted(spec.items())))
+
+
+# A taxonomy with names, or only the sub->super table (all a model holds).
+TaxonomyLike = Union[Taxonomy, Sequence[int]]
+
+
+def _table(taxonomy: TaxonomyLike) -> List[int]:
+    return [int(s) for s in (taxonomy.sub2super if isinstance(
+        taxonomy, Taxonomy) else taxonomy)]
+
+
+def _subclass(sub: int, *taxonomies: TaxonomyLike) -> str:
+    names = [t.names[sub] for t in taxonomies
+             if isinstance(t, Taxonomy) and sub < len(t.names)]
+    return f'{names[0]!r} (id {sub})' if names else f'id {sub}'
+
+
+def _superclass(taxonomy: TaxonomyLike, sup: int) -> str:
+    if isinstance(taxonomy, Taxonomy):
+        return f'{taxonomy.super_names[sup]!r} (id {sup})'
+    return f'id {sup}'
+
+
+def check_same_taxonomy(expected: TaxonomyLike, actual: TaxonomyLike,
+                        expected_from: str, actual_from: str) -> None:
+    """Fails at the first subclass whose name or superclass differs.
+
+    The one comparison for every place where a second taxonomy meets the
+    model's: training, validation and test data, the taxonomy saved in a
+    checkpoint or delta, a latent cache. Class ids index the model's table,
+    so the taxonomies must agree id by id. Names (subclass and superclass)
+    are compared when both sides have them; a plain sub->super list (what
+    a model's buffer holds) is compared by ids. Common names are display
+    text and not compared.
+
+    Args:
+        expected (Taxonomy or Sequence[int]): The model's taxonomy.
+        actual (Taxonomy or Sequence[int]): The other one.
+        expected_from (str): What ``expected`` is and its files, for the
+            message, e.g. "the model (INat2021Dataset(.../train_mini.json))".
+        actual_from (str): The same for ``actual``.
+
+    Raises:
+        ValueError: Naming the first differing subclass (name and id), its
+            superclass on both sides (names and ids) and both sources; or
+            both subclass counts.
+    """
+    named = isinstance(expected, Taxonomy) and isinstance(actual, Taxonomy)
+    want, got = _table(expected), _table(actual)
+    where = 'the taxonomies disagree'
+    for sub in range(min(len(want), len(got))):
+        if named and expected.names[sub] != actual.names[sub]:
+            raise ValueError(
+                f'{where}: subclass id {sub} is {expected.names[sub]!r} in '
+                f'{expected_from} but {actual.names[sub]!r} in {actual_from}')
+        differs = want[sub] != got[sub] or named and (
+            expected.super_names[want[sub]] != actual.super_names[got[sub]])
+        if differs:
+            raise ValueError(
+                f'{where}: subclass {_subclass(sub, expected, actual)} '
+                f'belongs to superclass {_superclass(expected, want[sub])} '
+                f'in {expected_from} but to superclass '
+                f'{_superclass(actual, got[sub])} in {actual_from}')
+    if len(want) != len(got):
+        first = min(len(want), len(got))
+        longer = actual if len(got) > len(want) else expected
+        raise ValueError(
+            f'{where}: {len(want)} subclasses in {expected_from} but '
+            f'{len(got)} in {actual_from} (the first unmatched: '
+            f'{_subclass(first, longer)})')
+
+
+def taxonomy_source(spec: Mapping) -> str:
+    """The files a taxonomy spec reads, for messages, e.g.
+    "INat2021Dataset(data/inat2021/train_mini.json, super_rank='order')"."""
+    rest = dict(spec)
+    kind = rest.pop('type', 'taxonomy')
+    root = rest.pop('data_root', '') or ''
+    place = rest.pop('ann_file', '') or rest.pop('cache_dir', '') or ''
+    place = osp.join(root, place) if place else root
+    args = [place] + [f'{k}={v!r}' for k, v in sorted(rest.items())]
+    return f'{kind}({", ".join(a for a in args if a)})'
+
+
+def spec_taxonomy(spec: Union[Mapping, Taxonomy, Sequence[int]]
+                  ) -> Tuple[TaxonomyLike, str]:
+    """The taxonomy a model config gives (``model.backbone.sub2super``) and
+    where it comes from: a :class:`Taxonomy` read from the files of a
+    dataset spec, or a plain sub->super list (ids only)."""
+    if isinstance(spec, Taxonomy):
+        return spec, 'model.backbone.sub2super'
+    if isinstance(spec, Mapping):
+        return load_taxonomy(spec), taxonomy_source(spec)
+    return _table(spec), 'model.backbone.sub2super (a list of ids)'

@@ -39,6 +39,10 @@ class TieredImageDataset(BaseDataset):
     def get_cat_ids(self, idx: int) -> List[int]:
         return [int(self.get_data_info(idx)['gt_label'][0])]
 
+    def taxonomy_source(self) -> str:
+        """The files the taxonomy is read from, for messages."""
+        return f'{type(self).__name__}({self.ann_file or self.data_root})'
+
 
 def index_names(names) -> dict:
     """Sorted unique names to ids."""

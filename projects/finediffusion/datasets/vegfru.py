@@ -8,7 +8,9 @@ from .tiered_dataset import TieredImageDataset, first_duplicate
 
 
 def _read_list(path: str) -> Dict[str, int]:
-    labels = {}
+    """Labels by image path; a path listed twice is refused, with both
+    lines (kept once it would drop a label, or count the image twice)."""
+    labels, lines = {}, {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -17,7 +19,12 @@ def _read_list(path: str) -> Dict[str, int]:
             if len(parts) != 2 or not parts[1].lstrip('-').isdigit():
                 raise ValueError(f'{path}:{number}: expected "path label", '
                                  f'got {line.strip()!r}')
-            labels[parts[0]] = int(parts[1])
+            if parts[0] in labels:
+                raise ValueError(
+                    f'{path}:{number}: {parts[0]} is listed twice, with '
+                    f'label {labels[parts[0]]} on line {lines[parts[0]]} '
+                    f'and {parts[1]} here')
+            labels[parts[0]], lines[parts[0]] = int(parts[1]), number
     return labels
 
 
@@ -74,3 +81,8 @@ class VegFruDataset(TieredImageDataset):
 
     def read(self):
         return read_vegfru(self.data_root, self.split)
+
+    def taxonomy_source(self) -> str:
+        lists = osp.join(self.data_root, 'vegfru_list')
+        return (f'VegFruDataset({lists}/vegfru_{self.split}.txt, '
+                f'supvegfru_{self.split}.txt)')

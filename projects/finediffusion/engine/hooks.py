@@ -3,11 +3,12 @@ from typing import Optional
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.runner import Runner
+from mmengine.runner import BaseLoop, Runner
 
 from mmagic.registry import HOOKS
 from ..models.checkpoint_io import checkpoint_keys, peft_state_dict
 from ..models.peft import trainable_count
+from .taxonomy_checks import check_checkpoint, check_dataset, check_loop
 
 
 def _unwrap(runner: Runner):
@@ -24,7 +25,9 @@ class PEFTFreezeHook(Hook):
     ``Runner.__init__``, before any hook runs, and DDP only reduces the
     gradients of parameters that required grad at wrapping. This hook:
 
-    - checks that the training data has the model's taxonomy;
+    - checks that the training, validation and test data and any loaded
+      checkpoint have the model's taxonomy (the first differing subclass
+      fails the run, with its names and both sources);
     - logs the trainable count and percentage;
     - fails unless the optimizer holds exactly the trainable parameters
       (use ``PEFTOptimWrapperConstructor``);
@@ -38,14 +41,11 @@ class PEFTFreezeHook(Hook):
 
     def before_train(self, runner: Runner) -> None:
         model = _unwrap(runner)
-        taxonomy = runner.train_dataloader.dataset.metainfo.get('taxonomy')
-        sub2super = model.backbone.y_embedder.sub2super.tolist()
-        if taxonomy and taxonomy['sub2super'] != sub2super:
-            raise RuntimeError(
-                'the training data and the model disagree on the taxonomy '
-                f"({len(taxonomy['sub2super'])} vs {len(sub2super)} "
-                'subclasses, or another sub->super table): give '
-                'model.backbone.sub2super the dataset\'s taxonomy spec')
+        check_dataset(runner, runner.train_dataloader.dataset,
+                      'train_dataloader')
+        # Now rather than at the first validation, hours later.
+        if isinstance(getattr(runner, '_val_loop', None), BaseLoop):
+            self.before_val(runner)
         params = dict(model.named_parameters())
         trainable = {n for n, p in params.items() if p.requires_grad}
         # The share of the DiT, as the paper reports it (the VAE is frozen).
@@ -74,6 +74,15 @@ class PEFTFreezeHook(Hook):
                 f'({len(frozen_held)}), trainable but not held: '
                 f'{missing[:5]} ({len(missing)})')
 
+    def before_val(self, runner: Runner) -> None:
+        """Checks that the validation data has the model's taxonomy."""
+        check_loop(runner, runner.val_loop, 'val_dataloader')
+
+    def before_test(self, runner: Runner) -> None:
+        """Checks that the test data has the model's taxonomy, before the
+        test loop computes anything."""
+        check_loop(runner, runner.test_loop, 'test_dataloader')
+
     def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         model = _unwrap(runner)
         ema = model.ema is not None
@@ -85,6 +94,7 @@ class PEFTFreezeHook(Hook):
         checkpoint['meta']['peft'] = dict(trainable=model.trainable, ema=ema)
 
     def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
+        check_checkpoint(runner, checkpoint)
         if 'peft' not in checkpoint.get('meta', {}):
             return
         # MMEngine passes no file name to this hook; the Runner keeps it.

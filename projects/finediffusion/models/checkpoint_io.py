@@ -1,6 +1,6 @@
 """Checkpoint files: official DiT weights in, PEFT deltas out and in."""
 import json
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
 from mmengine.logging import print_log
@@ -8,7 +8,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..datasets.taxonomy import taxonomy_of
+from ..datasets.taxonomy import Taxonomy, TaxonomyLike, taxonomy_of
 from .ema import ema_key
 
 DELTA_FORMAT = 'finediffusion-delta/1'
@@ -301,3 +301,33 @@ def load_delta(model: nn.Module, path: str) -> List[str]:
         model.ema.copy_from(model.backbone)
     return sorted(tensors)
 
+
+# Where the model keeps its sub->super table, in a FineDiffusion state dict.
+TAXONOMY_KEY = 'backbone.y_embedder.sub2super'
+
+
+def checkpoint_taxonomy(checkpoint: dict) -> Optional[TaxonomyLike]:
+    """The taxonomy a training checkpoint was trained on: the class-name
+    table of ``meta.dataset_meta`` when its run had one, otherwise the
+    model's sub->super table (ids only); None when it holds neither."""
+    dataset_meta = checkpoint.get('meta', {}).get('dataset_meta') or {}
+    if 'taxonomy' in dataset_meta:
+        return Taxonomy.from_dict(dataset_meta['taxonomy'])
+    state = checkpoint.get('state_dict', checkpoint)
+    # A DDP-wrapped model saves its keys under 'module.'.
+    table = next((value for key, value in state.items()
+                  if key.removeprefix('module.') == TAXONOMY_KEY), None)
+    return None if table is None else table.tolist()
+
+
+def delta_taxonomy(path: str) -> Optional[TaxonomyLike]:
+    """The taxonomy saved in a delta's metadata (``taxonomy``), or its
+    sub->super tensor when the metadata lacks it; None when it has neither.
+    """
+    with safe_open(path, framework='pt') as f:
+        metadata = f.metadata() or {}
+        if 'taxonomy' in metadata:
+            return Taxonomy.from_dict(json.loads(metadata['taxonomy']))
+        if TAXONOMY_KEY in f.keys():
+            return f.get_tensor(TAXONOMY_KEY).tolist()
+    return None
