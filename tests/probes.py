@@ -8,7 +8,7 @@ from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from mmagic.registry import HOOKS
+from mmagic.registry import HOOKS, TRANSFORMS
 
 
 @HOOKS.register_module()
@@ -24,7 +24,7 @@ class DistProbeHook(Hook):
 
         def recorded():
             for index in live:
-                self.seen.append(index)
+                self.seen.append(int(index))  # not a SampleIndex
                 yield index
 
         sampler.indices = recorded()
@@ -50,3 +50,31 @@ class LossProbeHook(Hook):
         with open(path, 'a') as f:
             f.write(json.dumps([runner.iter + 1,
                                 float(outputs['loss'])]) + '\n')
+
+
+@TRANSFORMS.register_module()
+class PipelineCallProbe:
+    """Appends a line to ``<folder>/calls_<pid>.txt`` for every sample that
+    goes through the pipeline, in whichever process loads it (main or data
+    worker)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def __call__(self, results: dict) -> dict:
+        os.makedirs(self.folder, exist_ok=True)
+        with open(osp.join(self.folder, f'calls_{os.getpid()}.txt'),
+                  'a') as f:
+            f.write(f"{results.get('sample_idx')}\n")
+        return results
+
+
+def pipeline_calls(folder: str) -> int:
+    """How many samples went through every ``PipelineCallProbe(folder)``."""
+    if not osp.isdir(folder):
+        return 0
+    total = 0
+    for name in os.listdir(folder):
+        with open(osp.join(folder, name)) as f:
+            total += sum(1 for _ in f)
+    return total
