@@ -6,11 +6,13 @@ import glob
 import json
 import os
 import os.path as osp
+import random
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from mmengine.dataset import InfiniteSampler
@@ -247,21 +249,25 @@ def test_resume_from_processes_that_saw_other_devices(tiny_cfg, tmp_path):
     for i in after:
         assert after[i] == reference[i], (i, after[i], reference[i])
 
+    # Saved by 2 ranks; read here through MMEngine's InfiniteSampler, which
+    # cannot start at a position: the loop says so and replays the batches.
     ckpt['meta']['random_states'] = [state, state]
     two = str(tmp_path / 'two_ranks.pth')
     torch.save(ckpt, two)
     resumed.work_dir = str(tmp_path / 'resumed_two')
+    resumed.train_dataloader.sampler.type = 'InfiniteSampler'
     resumed.dump(str(tmp_path / 'resumed_two.py'))
     log = run_train(str(tmp_path / 'resumed_two.py'), '--resume', two)
     assert 'random states of 2 ranks, this run has 1' in log, log[-3000:]
+    assert ('InfiniteSampler (batched by BatchSampler) cannot start at a '
+            'given sample: the 2 trained batches go through the data '
+            'pipeline again') in log, log[-3000:]
+    assert sorted(losses(resumed.work_dir)) == [3, 4]
 
 
 def test_samples_are_seeded_by_their_draw():
     """A sample's random draws depend on its draw alone, not on what was
     loaded before it; the caller's generators are left as they were."""
-    import random
-
-    import numpy as np
 
     class Noisy:
         def __len__(self):
