@@ -10,7 +10,8 @@ _base_ = [
 
 model = dict(backbone=dict(sub2super={{_base_.taxonomy}}))
 
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=100000, val_interval=10000)
+train_cfg = dict(
+    type='ResumableIterBasedTrainLoop', max_iters=100000, val_interval=10000)
 val_cfg = dict(type='MultiValLoop')
 test_cfg = dict(type='MultiTestLoop')
 # Inception and AlexNet weights are read from disk (README, Evaluation).

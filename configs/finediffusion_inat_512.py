@@ -20,7 +20,7 @@ test_dataloader = dict(
         dict(type='ADMCenterCrop', size=512),
         dict(type='PackInputs'),
     ]))
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=100000)
+train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=100000)
 test_cfg = dict(type='MultiTestLoop')
 test_evaluator = dict(type='Evaluator', metrics=[
     dict(type='ConditionalFID', fake_nums=10000, prefix='FID-10k'),

@@ -31,13 +31,13 @@ train_pipeline = [
 train_dataloader = dict(
     batch_size=8,
     num_workers=0,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
+    sampler=dict(type='ResumableInfiniteSampler', shuffle=True),
     dataset=dict(
         type='BasicConditionalDataset',
         data_root=data_root,
         pipeline=train_pipeline))
 
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=40)
+train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=40)
 optim_wrapper = dict(
     constructor='PEFTOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.))

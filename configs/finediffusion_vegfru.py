@@ -5,7 +5,7 @@ _base_ = [
 ]
 
 model = dict(backbone=dict(sub2super={{_base_.taxonomy}}))
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=50000)
+train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=50000)
 test_cfg = dict(type='MultiTestLoop')
 test_evaluator = dict(type='Evaluator', metrics=[
     dict(type='ConditionalFID', fake_nums=5000, prefix='FID-5k'),

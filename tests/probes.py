@@ -10,7 +10,7 @@ from mmengine.model import is_model_wrapper
 
 from finediffusion.evaluation.sampling import ConditionalSampling, label_of
 from mmagic.evaluation.metrics.base_gen_metric import GenerativeMetric
-from mmagic.registry import HOOKS, METRICS
+from mmagic.registry import HOOKS, METRICS, TRANSFORMS
 
 
 @HOOKS.register_module()
@@ -26,7 +26,7 @@ class DistProbeHook(Hook):
 
         def recorded():
             for index in live:
-                self.seen.append(index)
+                self.seen.append(int(index))  # not a SampleIndex
                 yield index
 
         sampler.indices = recorded()
@@ -72,3 +72,31 @@ class GeneratedLabelsProbe(ConditionalSampling, GenerativeMetric):
 
     def compute_metrics(self, fake_results: list) -> dict:
         return dict(images=len(fake_results), classes=len(set(fake_results)))
+
+
+@TRANSFORMS.register_module()
+class PipelineCallProbe:
+    """Appends a line to ``<folder>/calls_<pid>.txt`` for every sample that
+    goes through the pipeline, in whichever process loads it (main or data
+    worker)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def __call__(self, results: dict) -> dict:
+        os.makedirs(self.folder, exist_ok=True)
+        with open(osp.join(self.folder, f'calls_{os.getpid()}.txt'),
+                  'a') as f:
+            f.write(f"{results.get('sample_idx')}\n")
+        return results
+
+
+def pipeline_calls(folder: str) -> int:
+    """How many samples went through every ``PipelineCallProbe(folder)``."""
+    if not osp.isdir(folder):
+        return 0
+    total = 0
+    for name in os.listdir(folder):
+        with open(osp.join(folder, name)) as f:
+            total += sum(1 for _ in f)
+    return total

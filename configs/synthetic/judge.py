@@ -38,7 +38,7 @@ pipeline = [
 train_dataloader = dict(
     batch_size=128,
     num_workers=0,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
+    sampler=dict(type='mmagic.ResumableInfiniteSampler', shuffle=True),
     # Stacked in the workers: one shared-memory tensor per batch instead of
     # one per image, which made the main process the bottleneck on a GPU.
     collate_fn=dict(type='default_collate'),
@@ -56,7 +56,9 @@ val_dataloader = dict(
         pipeline=pipeline))
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=550, val_interval=550)
+train_cfg = dict(
+    type='mmagic.ResumableIterBasedTrainLoop', max_iters=550,
+    val_interval=550)
 val_cfg = dict()
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=3e-3, weight_decay=1e-4))

@@ -41,13 +41,13 @@ train_pipeline = [
 train_dataloader = dict(
     batch_size=64,
     num_workers=0,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
+    sampler=dict(type='ResumableInfiniteSampler', shuffle=True),
     # Stacked in the workers: one shared-memory tensor per batch instead of
     # one per image, which made the main process the bottleneck on a GPU.
     collate_fn=dict(type='default_collate'),
     dataset=dict(**taxonomy, pipeline=train_pipeline))
 
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=600)
+train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=600)
 optim_wrapper = dict(
     constructor='PEFTOptimWrapperConstructor',
     # beta2 0.99 (not 0.999): second moments that follow a run of a few

@@ -19,7 +19,7 @@ train_dataloader = dict(
     batch_size=32,
     num_workers=8,
     persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
+    sampler=dict(type='ResumableInfiniteSampler', shuffle=True),
     dataset=dict(**taxonomy, pipeline=train_pipeline))
 
 # Real images for FID statistics; generated classes are drawn from them.

@@ -1,10 +1,15 @@
 """Runner-side parts of FineDiffusion: hooks, the optimizer constructor,
-exact resumption and CPU-only distributed runs."""
+exact resumption (the training loop, its sampler, random states) and
+CPU-only distributed runs."""
 from .hooks import PEFTFreezeHook, TrainableEMAHook
+from .loops import ResumableIterBasedTrainLoop
 from .optimizer import PEFTOptimWrapperConstructor
 from .resume import ResumeRandomStateHook, latest_checkpoint
+from .sampler import ResumableInfiniteSampler, SampleIndex
 
 __all__ = [
-    'PEFTFreezeHook', 'PEFTOptimWrapperConstructor', 'ResumeRandomStateHook',
-    'TrainableEMAHook', 'latest_checkpoint'
+    'PEFTFreezeHook', 'PEFTOptimWrapperConstructor',
+    'ResumableInfiniteSampler', 'ResumableIterBasedTrainLoop',
+    'ResumeRandomStateHook', 'SampleIndex', 'TrainableEMAHook',
+    'latest_checkpoint'
 ]

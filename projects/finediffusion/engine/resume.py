@@ -4,7 +4,7 @@ import os
 import os.path as osp
 import random
 import re
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -58,27 +58,85 @@ def _random_state() -> dict:
     state = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(),
                  python=random.getstate())
     if torch.cuda.is_available():
-        state['cuda'] = torch.cuda.get_rng_state_all()
+        # The state of this process's device only: the one it draws noise
+        # on. Resumed where a process sees other devices (or fewer), it
+        # still has a device to put it on.
+        state['cuda'] = torch.cuda.get_rng_state()
     return state
 
 
-def _set_random_state(state: dict) -> None:
+def saved_cuda_state(saved: Union[torch.Tensor, Sequence[torch.Tensor]],
+                     rank: int) -> Optional[torch.Tensor]:
+    """The CUDA random state a rank saved for the device it drew on.
+
+    Args:
+        saved (Tensor or sequence of Tensor): A rank's ``'cuda'`` entry: one
+            device's state (a uint8 tensor), or, in checkpoints of earlier
+            versions, the states of every device the process saw
+            (``torch.cuda.get_rng_state_all()``).
+        rank (int): The rank that saved it.
+
+    Returns:
+        Tensor or None: The state (uint8, on the CPU); for a list, the entry
+        of device ``rank % len(list)``, the device of that rank in a launch
+        of one process per visible GPU (torchrun's); None for an empty list.
+    """
+    if isinstance(saved, torch.Tensor):
+        return saved.cpu()
+    states = list(saved)
+    return states[rank % len(states)].cpu() if states else None
+
+
+def _set_random_state(state: dict, rank: int) -> None:
     # Resuming maps a checkpoint's tensors to the GPU; RNG states are
     # CPU byte tensors.
     torch.set_rng_state(state['torch'].cpu())
     np.random.set_state(state['numpy'])
     random.setstate(state['python'])
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
+    _set_cuda_random_state(state.get('cuda'), rank)
+
+
+def _set_cuda_random_state(saved, rank: int) -> None:
+    """Restores a rank's saved CUDA state to this process's current device,
+    or warns why it does not apply."""
+    if saved is None:
+        if torch.cuda.is_available():
+            print_log(
+                f'rank {rank}: the checkpoint holds no CUDA random state '
+                '(saved without a GPU): the draws on the GPU start from the '
+                'seed, not where the saved run stopped', 'current', level=30)
+        return
+    legacy = not isinstance(saved, torch.Tensor)
+    held = (f'the CUDA random states of {len(saved)} devices (a checkpoint '
+            'of an earlier version)' if legacy else 'a CUDA random state')
+    state = saved_cuda_state(saved, rank)
+    if state is None or not torch.cuda.is_available():
+        why = 'none' if state is None else 'this process has no GPU'
+        print_log(
+            f'rank {rank}: the checkpoint holds {held}; {why}: not '
+            'restored (the torch CPU, NumPy and Python states are)',
+            'current', level=30)
+        return
+    torch.cuda.set_rng_state(state)  # the current device
+    if legacy:
+        print_log(
+            f'rank {rank}: the checkpoint holds {held}; restored that of '
+            f'device {rank % len(saved)}, the one rank {rank} drew on, to '
+            f'cuda:{torch.cuda.current_device()}', 'current')
 
 
 @HOOKS.register_module()
 class ResumeRandomStateHook(Hook):
     """Saves every rank's random state with each checkpoint and restores it
     on resume, so that the resumed run draws the same label dropout,
-    timesteps and noise as an uninterrupted one (the data order continues
-    through MMEngine's sampler; augmentations repeat exactly when the data
-    loader has workers, which MMEngine seeds).
+    timesteps and noise as an uninterrupted one (the data order and the
+    augmentations continue through ``ResumableInfiniteSampler``).
+
+    Each rank restores its own state. The CUDA state is that of the
+    process's device, restored to its current device, so a run may resume
+    where each process sees other or fewer GPUs; a state that cannot apply
+    (no GPU here, or a checkpoint of another world size, whose ranks hold
+    other data) is not restored, with a warning naming it.
 
     Checkpoints are written by rank 0 alone: the ranks' states are gathered
     at the iterations where the CheckpointHook saves.
@@ -97,12 +155,13 @@ class ResumeRandomStateHook(Hook):
         if self.pending is None:
             return
         if len(self.pending) == runner.world_size:
-            _set_random_state(self.pending[get_rank()])
+            _set_random_state(self.pending[get_rank()], get_rank())
         else:
-            print_log(f'the checkpoint holds random states of '
+            print_log(f'the checkpoint holds the random states of '
                       f'{len(self.pending)} ranks, this run has '
-                      f'{runner.world_size}: not restored', 'current',
-                      level=30)
+                      f'{runner.world_size} ranks: not restored (each rank '
+                      'draws from the seed; the ranks hold other data than '
+                      'in the saved run)', 'current', level=30)
         self.pending = None
 
     def after_train_iter(self, runner: Runner, batch_idx: int,
