@@ -376,3 +376,40 @@ def test_sample_tool_writes_rgb_pngs_with_bgr_loader(tmp_path):
         real = np.array(Image.open(path).convert('RGB'))
         assert written[0, 0].tolist() == list(COLOURS[sub])
         assert np.array_equal(written, real), (png[0], path)
+
+
+def test_visualizer_draws_generated_images_as_on_disk(tmp_path):
+    """MMagic's Visualizer (what its VisualizationHook draws with) shows
+    FineDiffusion.predict's fake_img in the colours of the files (iNat
+    config, RGB loader)."""
+    from mmagic.structures import DataSample
+    from mmagic.visualization import Visualizer
+    root = str(tmp_path / 'data')
+    write_inat(root)
+    taxonomy = dict(type='INat2021Dataset', data_root=root,
+                    ann_file='train_mini.json', super_rank='supercategory')
+    config = str(tmp_path / 'perfect.py')
+    with open(config, 'w') as f:
+        f.write(shipped_config('finediffusion_inat.py', taxonomy,
+                               dict(data_root=root),
+                               str(tmp_path / 'record.jsonl'),
+                               dict(type='Evaluator', metrics=[])))
+    model = MODELS.build(Config.fromfile(config).model)
+    requests = []
+    for sub in range(len(COLOURS)):
+        request = DataSample()
+        request.set_gt_label(torch.tensor([sub]))
+        requests.append(request)
+    fakes = model.test_step(dict(inputs=dict(sample_model='orig'),
+                                 data_samples=requests))
+    visualizer = Visualizer(vis_backends=[dict(type='VisBackend')],
+                            save_dir=str(tmp_path / 'vis'))
+    visualizer.add_datasample('fakes', gen_samples=fakes,
+                              target_keys='fake_img', n_row=len(COLOURS))
+    drawn, = glob.glob(str(tmp_path / 'vis' / '**' / '*.png'),
+                       recursive=True)
+    grid = np.array(Image.open(drawn).convert('RGB'))
+    # Every class colour is drawn as it is in the files, and no other
+    # colour but the black of the framed images and the padding.
+    drawn_colours = {tuple(c) for c in grid.reshape(-1, 3).tolist()}
+    assert drawn_colours - {(0, 0, 0), (255, 255, 255)} == set(COLOURS)
