@@ -5,8 +5,18 @@ _base_ = [
 ]
 
 model = dict(backbone=dict(sub2super={{_base_.taxonomy}}))
-train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=50000)
+train_cfg = dict(
+    type='ResumableIterBasedTrainLoop', max_iters=50000, val_interval=10000)
+# The dataset config sets val_dataloader; MMEngine's Runner refuses it
+# without a val loop and evaluator (for training and testing alike).
+val_cfg = dict(type='MultiValLoop')
 test_cfg = dict(type='MultiTestLoop')
+# Inception and AlexNet weights are read from disk (README, Evaluation).
+val_evaluator = dict(type='Evaluator', metrics=[
+    dict(type='ConditionalFID', fake_nums=1000, prefix='FID-1k',
+         sample_kwargs=dict(num_steps=50,
+                            sampler=dict(type='DPMSolverMultistepScheduler'))),
+])
 test_evaluator = dict(type='Evaluator', metrics=[
     dict(type='ConditionalFID', fake_nums=5000, prefix='FID-5k'),
     dict(type='LPIPSDiversity', fake_nums=5000, samples_per_class=4),

@@ -3,14 +3,19 @@ import json
 import os
 import os.path as osp
 
+import numpy as np
 import torch
+from mmengine.dataset import pseudo_collate
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from mmengine.registry import DefaultScope
+from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 from finediffusion.evaluation.sampling import ConditionalSampling, label_of
+from finediffusion.models import FineDiffusion
 from mmagic.evaluation.metrics.base_gen_metric import GenerativeMetric
-from mmagic.registry import HOOKS, METRICS, TRANSFORMS
+from mmagic.registry import DATASETS, HOOKS, METRICS, MODELS, TRANSFORMS
 
 
 @HOOKS.register_module()
@@ -100,3 +105,70 @@ def pipeline_calls(folder: str) -> int:
         with open(osp.join(folder, name)) as f:
             total += sum(1 for _ in f)
     return total
+
+
+@MODELS.register_module()
+class PerfectGenerator(FineDiffusion):
+    """A FineDiffusion that has learnt its training set perfectly: for each
+    requested label it returns a training image of that class, exactly as
+    its data preprocessor hands training images to the model (in the
+    model's channel order, in [-1, 1]); :meth:`predict` and ``destruct``
+    are FineDiffusion's own.
+
+    The images of a class come round in dataset order: the i-th request of
+    a class in a call gets its (i mod n)-th image, so the consecutive
+    samples of a class that LPIPS diversity compares are its real images.
+    Each call appends ``{"num_steps", "labels", "paths"}`` to ``record``
+    (a JSON-lines file), so that a test can score the returned real images
+    itself; metrics tell their calls apart by ``sample_kwargs.num_steps``.
+
+    Args:
+        dataset (dict): The training dataset config (with its pipeline).
+        record (str): Where the calls are recorded.
+        **kwargs: FineDiffusion's.
+    """
+
+    def __init__(self, dataset: dict, record: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.dataset_cfg = dataset
+        self.record = record
+        self._dataset = None
+
+    def sample(self, labels: torch.Tensor, num_steps=None, *args,
+               **kwargs) -> torch.Tensor:
+        if self._dataset is None:
+            # Outside a Runner (tools/sample.py) too, in MMagic's scope.
+            with DefaultScope.overwrite_default_scope('mmagic'):
+                self._dataset = DATASETS.build(self.dataset_cfg)
+        dataset = self._dataset
+        by_class = {}
+        for index in range(len(dataset)):
+            label = dataset.get_data_info(index)['gt_label']
+            label = int(np.asarray(label).reshape(-1)[0])
+            by_class.setdefault(label, []).append(index)
+        seen, picks = {}, []
+        for label in labels.tolist():
+            indices = by_class[label]
+            picks.append(indices[seen.get(label, 0) % len(indices)])
+            seen[label] = seen.get(label, 0) + 1
+        items = [dataset[index] for index in picks]
+        images = self.data_preprocessor(pseudo_collate(items),
+                                        training=True)['inputs']
+        with open(self.record, 'a') as f:
+            f.write(json.dumps(dict(
+                num_steps=num_steps, labels=labels.tolist(),
+                paths=[dataset.get_data_info(i)['gt_path']
+                       for i in picks])) + '\n')
+        return images.to(labels.device)
+
+
+@PRETRAIN_MODELS.register_module()
+class MeanColour(torch.nn.Module):
+    """An mmpretrain backbone whose feature is the mean colour of the image
+    (as its data preprocessor hands it over), (N, 3). With a linear head
+    holding class colours it is a nearest-colour classifier, whose verdict
+    a channel swap changes; a trained network would be slow to make and
+    only approximately right."""
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        return (x.mean(dim=(2, 3)), )

@@ -13,6 +13,7 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from PIL import Image
+from safetensors.torch import load_file
 
 from conftest import REPO
 from finediffusion.datasets.latent_cache import cache_latents
@@ -152,3 +153,24 @@ def test_training_on_latents_gives_the_image_loss(image_root, vae_folder,
     from_images, from_latents = loss(images), loss(latents)
     assert torch.isfinite(from_images)
     assert torch.allclose(from_images, from_latents, rtol=1e-5, atol=1e-6)
+
+
+def test_cache_encodes_the_model_images_whatever_the_loader(
+        image_root, vae_folder, tmp_path):
+    """The VAE encodes what training on images feeds the model (RGB), from
+    our RGB loader and from MMagic's BGR one (OpenCV) alike."""
+    encode = vae_encoder(vae_folder)
+    caches = []
+    for loader in (dict(type='LoadTieredImage'),
+                   dict(type='LoadImageFromFile', key='gt')):
+        ds = DATASETS.build(dict(
+            type='HierarchyDataset', data_root=image_root,
+            pipeline=[loader] + PIPELINE[1:]))
+        cache = str(tmp_path / loader['type'])
+        cache_latents(ds, encode, cache, dict(vae='tiny'), shard_size=16,
+                      progress=False)
+        caches.append(load_file(osp.join(cache, 'shard_00000.safetensors')))
+    rgb, bgr = caches
+    assert torch.equal(rgb['labels'], bgr['labels'])
+    assert torch.allclose(rgb['mean'], bgr['mean'], atol=1e-6)
+    assert torch.allclose(rgb['std'], bgr['std'], atol=1e-6)

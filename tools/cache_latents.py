@@ -42,6 +42,9 @@ def main() -> None:
     with DefaultScope.overwrite_default_scope('mmagic'):
         dataset = DATASETS.build(dataset_cfg)
         vae = MODELS.build(cfg.model.vae).to(device).eval()
+        # The images as the model takes them when training on images.
+        data_preprocessor = MODELS.build(cfg.model.get(
+            'data_preprocessor', dict(type='TieredDataPreprocessor')))
 
     def encode(images: torch.Tensor):
         posterior = vae.encode(images.to(device)).latent_dist
@@ -49,7 +52,8 @@ def main() -> None:
 
     description = dict(vae=str(cfg.model.vae), dataset=str(dataset_cfg))
     manifest = cache_latents(dataset, encode, args.out, description,
-                             args.shard_size, args.batch_size)
+                             args.shard_size, args.batch_size,
+                             data_preprocessor=data_preprocessor)
     print(f'{sum(manifest["shards"].values())} images in '
           f'{len(manifest["shards"])} shards at {args.out}; '
           f'{len(manifest["skipped"])} skipped')

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from mmengine.dataset import pseudo_collate
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -45,7 +46,8 @@ def cache_latents(dataset,
                   description: dict,
                   shard_size: int = 1024,
                   batch_size: int = 32,
-                  progress: bool = True) -> dict:
+                  progress: bool = True,
+                  data_preprocessor: Optional[Callable] = None) -> dict:
     """Encodes ``dataset`` into ``cache_dir``, resuming a previous run.
 
     Finished shards (listed in the manifest) are kept; a shard whose writing
@@ -54,19 +56,28 @@ def cache_latents(dataset,
 
     Args:
         dataset: A :class:`TieredImageDataset` whose pipeline yields
-            ``inputs`` (uint8 RGB, CHW) without random flips.
-        encode (callable): Maps images in [-1, 1] (N, 3, H, W) to the VAE
-            posterior (mean, std).
+            ``inputs`` (uint8, CHW, in the order its loader records)
+            without random flips.
+        encode (callable): Maps the model's images (RGB in [-1, 1],
+            (N, 3, H, W)) to the VAE posterior (mean, std).
         cache_dir (str): Output folder.
         description (dict): What is encoded (VAE, size...): a resumed run
             must match it.
         shard_size (int): Images per shard file.
         batch_size (int): Images per VAE call (x2 with the mirror images).
         progress (bool): Show a progress bar.
+        data_preprocessor (callable, optional): The model's, which turns the
+            loaded images into the model's (in training mode), as when
+            training on images. Defaults to a
+            :class:`TieredDataPreprocessor` (RGB in [-1, 1]).
 
     Returns:
         dict: The manifest.
     """
+    if data_preprocessor is None:
+        # Imported here: the models package imports the datasets package.
+        from ..models.data_preprocessor import TieredDataPreprocessor
+        data_preprocessor = TieredDataPreprocessor()
     os.makedirs(cache_dir, exist_ok=True)
     path = osp.join(cache_dir, MANIFEST)
     manifest = dict(format=FORMAT, description=description,
@@ -92,21 +103,21 @@ def cache_latents(dataset,
             continue
         means, stds, labels, kept = [], [], [], []
         for start in range(0, len(indices), batch_size):
-            images = []
+            items = []
             for index in indices[start:start + batch_size]:
                 item = dataset.prepare_data(index)
                 if item is None:
                     manifest['skipped'].append(index)
                     continue
-                images.append(item['inputs'])
+                items.append(item)
                 labels.append(int(item['data_samples'].gt_label.label[0]))
                 kept.append(index)
             bar.update(len(indices[start:start + batch_size]))
-            if not images:
+            if not items:
                 continue
-            x = torch.stack(images).float() / 127.5 - 1
+            x = data_preprocessor(pseudo_collate(items), True)['inputs']
             mean, std = encode(torch.cat([x, x.flip(-1)]))
-            n = len(images)
+            n = len(items)
             means.append(torch.stack([mean[:n], mean[n:]], dim=1).cpu())
             stds.append(torch.stack([std[:n], std[n:]], dim=1).cpu())
         tensors = dict(

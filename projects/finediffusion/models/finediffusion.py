@@ -5,8 +5,10 @@ import torch
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
+from mmagic.models.data_preprocessors import DataPreprocessor
 from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
 from mmagic.structures import DataSample
+from .data_preprocessor import TieredDataPreprocessor
 from .ema import TrainableEMA
 from .guidance import FineGrainedCFG
 from .peft import apply_trainable
@@ -28,6 +30,12 @@ class FineDiffusion(BaseModel):
     :meth:`BaseModel.train_step` (preprocess, ``forward(mode='loss')``,
     update), which MMEngine's DDP wrapper drives unchanged; the EMA of the
     trainable parameters is updated by :class:`TrainableEMAHook`.
+
+    Channel order: the model's images (training inputs, :meth:`sample`'s
+    outputs) are RGB, the order DiT and the SD-VAE were trained in,
+    whichever loader a config uses; its data preprocessor converts the
+    loaded images to RGB and the generated ones to BGR for MMagic
+    (:meth:`predict`'s ``fake_img``), see :class:`TieredDataPreprocessor`.
 
     Args:
         backbone (dict or nn.Module): A :class:`TieredDiT`.
@@ -61,9 +69,17 @@ class FineDiffusion(BaseModel):
             ``AmpOptimWrapper`` (``--amp``) does this for training, but it
             refuses CPUs. Defaults to None (the parameters' dtype).
         data_preprocessor (dict, optional): Defaults to
-            :class:`TieredDataPreprocessor` (MMagic's, images to [-1, 1],
-            with a fast path for training batches).
+            :class:`TieredDataPreprocessor` (MMagic's, images to [-1, 1] in
+            RGB, with a fast path for training batches). None (MMEngine's,
+            no normalization) suits sampling and latent-cache training
+            only.
         init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Raises:
+        ValueError: If ``data_preprocessor`` is an MMagic preprocessor other
+            than a :class:`TieredDataPreprocessor` with
+            ``output_channel_order='RGB'``: MMagic's own takes the inputs of
+            our pipelines (packed from ``gt``) as BGR, whatever the loader.
     """
 
     def __init__(self,
@@ -82,6 +98,7 @@ class FineDiffusion(BaseModel):
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        _check_rgb(self.data_preprocessor)
         self.backbone = _build(backbone)
         self.vae = _build(vae) if vae is not None else None
         if self.vae is not None:
@@ -197,7 +214,7 @@ class FineDiffusion(BaseModel):
             progress (bool): Show a progress bar.
 
         Returns:
-            Tensor: Images in [-1, 1], (N, 3, H, W).
+            Tensor: RGB images in [-1, 1], (N, 3, H, W).
         """
         guidance = guidance or self.guidance
         sampler = sampler or self.sampler
@@ -245,8 +262,9 @@ class FineDiffusion(BaseModel):
             data_samples (DataSample): The requested labels (``gt_label``).
 
         Returns:
-            list[DataSample]: Each with ``fake_img`` in [0, 255] (MMagic's
-            generation metrics' form) and ``gt_label``.
+            list[DataSample]: Each with ``fake_img``, BGR in [0, 255] at
+            whole levels (MMagic's generation metrics' form), and
+            ``gt_label``.
         """
         request = inputs if isinstance(inputs, dict) else {}
         options = dict(request.get('sample_kwargs') or {})
@@ -257,7 +275,10 @@ class FineDiffusion(BaseModel):
             labels,
             use_ema=request.get('sample_model', 'ema') == 'ema',
             **options)
-        fake = self.data_preprocessor.destruct(images, data_samples)
+        # Whole levels, as DiT stores samples for FID (clamp(127.5 x +
+        # 128).to(uint8)): MMagic's FID truncates floats to uint8, which
+        # would darken every sample by half a level on average.
+        fake = self.data_preprocessor.destruct(images, data_samples).round()
         outputs = []
         for image, label in zip(fake, labels):
             sample = DataSample(fake_img=image)
@@ -280,6 +301,20 @@ class FineDiffusion(BaseModel):
     @staticmethod
     def _labels(data_samples: DataSample, device: torch.device) -> Tensor:
         return data_samples.gt_label.label.to(device).long().flatten()
+
+
+def _check_rgb(preprocessor: nn.Module) -> None:
+    """Refuses an MMagic preprocessor that would not hand the model RGB."""
+    if not isinstance(preprocessor, DataPreprocessor):
+        return
+    if not (isinstance(preprocessor, TieredDataPreprocessor)
+            and preprocessor.output_channel_order == 'RGB'):
+        raise ValueError(
+            'FineDiffusion takes and generates RGB images: its '
+            "data_preprocessor must be dict(type='TieredDataPreprocessor') "
+            "with output_channel_order='RGB' (the default), got "
+            f'{type(preprocessor).__name__} with output_channel_order='
+            f'{preprocessor.output_channel_order!r}')
 
 
 def _build(cfg: ModelType) -> nn.Module:
