@@ -6,6 +6,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from mmagic.registry import HOOKS
+from ..datasets.label_range import check_label_range
 from ..models.checkpoint_io import delta_keys
 from ..models.peft import trainable_count
 
@@ -24,7 +25,8 @@ class PEFTFreezeHook(Hook):
     ``Runner.__init__``, before any hook runs, and DDP only reduces the
     gradients of parameters that required grad at wrapping. This hook:
 
-    - checks that the training data has the model's taxonomy;
+    - checks that the training data's classes and labels are rows of the
+      model's class table, and that the data has the model's taxonomy;
     - logs the trainable count and percentage;
     - fails unless the optimizer holds exactly the trainable parameters
       (use ``PEFTOptimWrapperConstructor``);
@@ -37,6 +39,9 @@ class PEFTFreezeHook(Hook):
 
     def before_train(self, runner: Runner) -> None:
         model = _unwrap(runner)
+        # Before the first step: a label beyond the table fails mid-step.
+        check_label_range(runner.train_dataloader.dataset,
+                          model.backbone.y_embedder.num_classes, 'training')
         taxonomy = runner.train_dataloader.dataset.metainfo.get('taxonomy')
         sub2super = model.backbone.y_embedder.sub2super.tolist()
         if taxonomy and taxonomy['sub2super'] != sub2super:

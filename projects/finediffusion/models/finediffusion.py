@@ -216,7 +216,11 @@ class FineDiffusion(BaseModel):
 
         Returns:
             Tensor: Images in [-1, 1], (N, 3, H, W).
+
+        Raises:
+            ValueError: For labels outside the class table, naming them.
         """
+        self.backbone.y_embedder.check_labels(labels)
         guidance = guidance or self.guidance
         sampler = sampler or self.sampler
         steps = num_steps or self.sample_steps
