@@ -16,7 +16,7 @@ from mmengine.config import Config
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import REPO, TINY_CONFIG
+from conftest import REPO, TINY_CONFIG, free_port
 from finediffusion.datasets.latent_cache import cache_latents
 from mmagic.registry import DATASETS, MODELS
 
@@ -136,7 +136,9 @@ def latent_train_config(tmp_path, cache, iters, interval):
     return cfg, path
 
 
-def test_training_stops_before_a_nonfinite_update(vae_folder, tmp_path):
+def cache_with_a_nan(vae_folder, tmp_path):
+    """A latent cache of 12 images written before the writer checked: image
+    9 (shard 2, row 1) holds a NaN."""
     root = write_images(tmp_path / 'images', [40 + 15 * k for k in range(12)])
     dataset = DATASETS.build(dict(
         type='HierarchyDataset', data_root=root,
@@ -153,13 +155,26 @@ def test_training_stops_before_a_nonfinite_update(vae_folder, tmp_path):
     cache = str(tmp_path / 'latents')
     cache_latents(dataset, encode, cache, dict(vae='tiny'), shard_size=4,
                   progress=False)
-    # A cache written before the writer checked: image 9 (shard 2, row 1)
-    # holds a NaN. Read in order, 2 per batch, it is in iteration 5.
     shard = osp.join(cache, 'shard_00002.safetensors')
     tensors = load_file(shard)
     tensors['mean'][1, :, 0, 0, 0] = float('nan')
     save_file(tensors, shard)
+    return cache
 
+
+def assert_last_good_checkpoint(work_dir, names):
+    checkpoints = sorted(glob.glob(osp.join(work_dir, 'iter_*.pth')))
+    assert [osp.basename(c) for c in checkpoints] == names
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        assert f.read().strip().endswith(names[-1])
+    state = torch.load(checkpoints[-1], map_location='cpu')['state_dict']
+    assert state and all(torch.isfinite(v).all() for v in state.values()
+                         if v.is_floating_point())
+
+
+def test_training_stops_before_a_nonfinite_update(vae_folder, tmp_path):
+    cache = cache_with_a_nan(vae_folder, tmp_path)
+    # Read in order, 2 per batch, image 9 is in iteration 5.
     cfg, config = latent_train_config(tmp_path, cache, iters=8, interval=2)
     run = subprocess.run(
         [sys.executable, osp.join(REPO, 'tools/train.py'), config],
@@ -170,41 +185,71 @@ def test_training_stops_before_a_nonfinite_update(vae_folder, tmp_path):
     assert 'non-finite values at iteration 5' in log
     assert 'dataset index 9' in log  # the model names the bad sample
     assert re.search(r'loss terms on this rank: loss nan', log)
+    assert_last_good_checkpoint(cfg.work_dir, ['iter_2.pth', 'iter_4.pth'])
 
-    checkpoints = sorted(glob.glob(osp.join(cfg.work_dir, 'iter_*.pth')))
-    assert [osp.basename(c) for c in checkpoints] == ['iter_2.pth',
-                                                      'iter_4.pth']
-    with open(osp.join(cfg.work_dir, 'last_checkpoint')) as f:
-        assert f.read().strip().endswith('iter_4.pth')
-    state = torch.load(checkpoints[-1], map_location='cpu')['state_dict']
-    assert state and all(torch.isfinite(v).all() for v in state.values()
-                         if v.is_floating_point())
+
+def test_ddp_ranks_stop_at_the_same_iteration(vae_folder, tmp_path):
+    """tools/dist_train.sh, 2 ranks over gloo: only rank 1's batch holds
+    the NaN, and both ranks stop before the update (none waits forever in
+    the next all-reduce)."""
+    cache = cache_with_a_nan(vae_folder, tmp_path)
+    # Rank r reads indices r, r + 2, ...: image 9 is rank 1's, iteration 3.
+    cfg, config = latent_train_config(tmp_path, cache, iters=6, interval=2)
+    run = subprocess.run(
+        ['bash', osp.join(REPO, 'tools/dist_train.sh'), config, '2'],
+        capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PORT=free_port()))
+    log = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert log.count('non-finite values at iteration 3') >= 2, log[-4000:]
+    # Rank 0's own loss is finite; the all-reduced flag stops it too.
+    assert re.search(r'loss [0-9.e+-]+ on this rank \(all ranks: non-finite\)',
+                     log), log[-4000:]
+    assert_last_good_checkpoint(cfg.work_dir, ['iter_2.pth'])
+
+
+def test_amp_wrapper_refuses_a_nonfinite_loss(tiny_cfg, monkeypatch):
+    """--amp's AmpOptimWrapper, built by the shipped constructor as
+    FiniteAmpOptimWrapper (its loss scaler on the CPU here): a NaN loss
+    stops before the update; non-finite gradients of a finite loss (the
+    scaled backward overflowing) are left to the scaler, which skips."""
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+
+    from finediffusion.engine import FiniteAmpOptimWrapper, NonFiniteError
+    from mmagic.registry import OPTIM_WRAPPER_CONSTRUCTORS
+    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available',
+                        lambda: True)
+    model = MODELS.build(tiny_cfg.model)
+    optim_cfg = dict(tiny_cfg.optim_wrapper, type='AmpOptimWrapper',
+                     dtype='bfloat16')
+    constructor = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
+        type=optim_cfg.pop('constructor'), optim_wrapper_cfg=optim_cfg))
+    wrapper = constructor(model)
+    assert isinstance(wrapper, FiniteAmpOptimWrapper)
+    wrapper.loss_scaler = torch.amp.GradScaler('cpu')
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+
+    x = torch.randn(2, 3, 16, 16)
+    labels = torch.tensor([0, 1])
+    loss = model.latent_loss(x, labels)['loss']
+    with pytest.raises(NonFiniteError, match='loss nan'):
+        wrapper.update_params(loss * float('nan'))
+    wrapper.zero_grad()
+
+    # An overflowing backward pass: the scaler skips the step.
+    loss = model.latent_loss(x, labels)['loss']
+    params[0].register_hook(lambda grad: grad * float('inf'))
+    wrapper.update_params(loss)
+    assert all(torch.equal(a, p) for a, p in zip(before, params))
+    assert wrapper.loss_scaler.get_scale() < 65536.0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason="MMEngine's AmpOptimWrapper needs a GPU")
 def test_amp_training_stops_before_a_nonfinite_update(vae_folder, tmp_path):
     """tools/train.py --amp (bf16 with a loss scaler): the same stop."""
-    root = write_images(tmp_path / 'images', [40 + 15 * k for k in range(12)])
-    dataset = DATASETS.build(dict(
-        type='HierarchyDataset', data_root=root,
-        pipeline=[dict(type='LoadTieredImage'),
-                  dict(type='ADMCenterCrop', size=16),
-                  dict(type='PackInputs', keys='gt')]))
-    vae = MODELS.build(dict(type='AutoencoderKL',
-                            from_pretrained=vae_folder)).eval()
-
-    def encode(images):
-        posterior = vae.encode(images).latent_dist
-        return posterior.mean, posterior.std
-
-    cache = str(tmp_path / 'latents')
-    cache_latents(dataset, encode, cache, dict(vae='tiny'), shard_size=4,
-                  progress=False)
-    shard = osp.join(cache, 'shard_00002.safetensors')
-    tensors = load_file(shard)
-    tensors['mean'][1, :, 0, 0, 0] = float('nan')
-    save_file(tensors, shard)
+    cache = cache_with_a_nan(vae_folder, tmp_path)
     cfg, config = latent_train_config(tmp_path, cache, iters=8, interval=2)
     run = subprocess.run(
         [sys.executable, osp.join(REPO, 'tools/train.py'), config, '--amp'],
@@ -212,9 +257,4 @@ def test_amp_training_stops_before_a_nonfinite_update(vae_folder, tmp_path):
     log = run.stdout + run.stderr
     assert run.returncode != 0
     assert 'non-finite values at iteration 5' in log, log[-3000:]
-    checkpoints = sorted(glob.glob(osp.join(cfg.work_dir, 'iter_*.pth')))
-    assert [osp.basename(c) for c in checkpoints] == ['iter_2.pth',
-                                                      'iter_4.pth']
-    state = torch.load(checkpoints[-1], map_location='cpu')['state_dict']
-    assert all(torch.isfinite(v).all() for v in state.values()
-               if v.is_floating_point())
+    assert_last_good_checkpoint(cfg.work_dir, ['iter_2.pth', 'iter_4.pth'])

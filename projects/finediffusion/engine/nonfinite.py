@@ -10,10 +10,10 @@ reports them), so that the newest checkpoint stays the last good state.
 
 The check costs one device synchronisation per update: a multi-tensor
 inf-norm of the gradients (NaN propagates through it) and the loss flags
-are read together. In DDP it runs on the all-reduced gradients, and the loss
-flag is all-reduced too (one element), so every rank stops at the same
-iteration instead of one rank raising while the others wait in the next
-all-reduce.
+are read together. In DDP it runs on the all-reduced gradients, and the
+flags are all-reduced too (two elements, one collective), so every rank
+stops at the same iteration, also when only one rank's loss is non-finite,
+instead of one rank raising while the others wait in the next all-reduce.
 """
 from typing import Dict, List, Optional
 
@@ -44,7 +44,8 @@ class FiniteStepMixin:
     scale, by its design, so nothing non-finite reaches the weights.
     """
 
-    def init_finite_check(self) -> None:
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self._loss_finite: Optional[Tensor] = None
         self._loss: Optional[Tensor] = None
         self._names: Dict[int, str] = {}
@@ -71,7 +72,7 @@ class FiniteStepMixin:
         self.check_finite()
         super().step(**kwargs)
 
-    def _grads(self) -> List[Tensor]:
+    def _params_with_grads(self) -> List[Tensor]:
         return [
             p for group in self.optimizer.param_groups
             for p in group['params'] if p.grad is not None
@@ -85,7 +86,7 @@ class FiniteStepMixin:
                 loss, the tensors with non-finite gradients and what the
                 model reports about the batch.
         """
-        params = self._grads()
+        params = self._params_with_grads()
         if not params:
             return
         norms = torch._foreach_norm([p.grad for p in params], float('inf'))
@@ -100,7 +101,8 @@ class FiniteStepMixin:
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(flags, op=dist.ReduceOp.MIN)
         grads_finite, loss_finite = (bool(f) for f in flags.tolist())
-        scaled = getattr(self, 'loss_scaler', None) is not None
+        scaler = getattr(self, 'loss_scaler', None)
+        scaled = scaler is not None and scaler.is_enabled()
         if loss_finite and (grads_finite or scaled):
             return
         bad = [
@@ -135,19 +137,11 @@ class FiniteOptimWrapper(FiniteStepMixin, OptimWrapper):
     """MMEngine's ``OptimWrapper`` that refuses non-finite updates (see
     :class:`FiniteStepMixin`)."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.init_finite_check()
-
 
 @OPTIM_WRAPPERS.register_module()
 class FiniteAmpOptimWrapper(FiniteStepMixin, AmpOptimWrapper):
     """MMEngine's ``AmpOptimWrapper`` that refuses a non-finite loss (see
     :class:`FiniteStepMixin`)."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.init_finite_check()
 
 
 # The wrapper types PEFTOptimWrapperConstructor replaces by a checked one.
