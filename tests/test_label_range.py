@@ -48,6 +48,24 @@ def test_train_refuses_more_classes_than_rows(six_class_root, tmp_path):
     assert not glob.glob(osp.join(work_dir, '*.pth'))
 
 
+def test_annotation_labels_beyond_the_table_are_named(toy_root, tmp_path):
+    """MMagic's BasicConditionalDataset from an annotation file declares no
+    class count: each label is checked, and the bad ones named."""
+    from finediffusion.datasets.label_range import check_label_range
+    from mmagic.registry import DATASETS
+    files = sorted(glob.glob(osp.join(toy_root, '*', '*.png')))[:4]
+    ann = tmp_path / 'ann.txt'
+    ann.write_text(''.join(f'{f} {label}\n'
+                           for f, label in zip(files, [0, 3, 5, 1])))
+    dataset = DATASETS.build(dict(type='BasicConditionalDataset',
+                                  ann_file=str(ann), pipeline=[]))
+    with pytest.raises(ValueError, match=r'1 training samples have labels '
+                       r"outside the model's 4 subclass rows.*label 5 "
+                       r'\(dataset index 2'):
+        check_label_range(dataset, 4, 'training')
+    check_label_range(dataset, 6, 'training')
+
+
 def test_sample_refuses_labels_beyond_the_table(tiny_model):
     with pytest.raises(ValueError, match=r'\[4\].*has 4 subclasses'):
         tiny_model.sample(torch.tensor([0, 4, 4]), num_steps=2)

@@ -8,6 +8,6 @@ from .resume import ResumeRandomStateHook, latest_checkpoint
 
 __all__ = [
     'FiniteAmpOptimWrapper', 'FiniteOptimWrapper', 'FiniteStepMixin',
-    'NonFiniteError', 'PEFTFreezeHook', 'PEFTOptimWrapperConstructor', 'ResumeRandomStateHook',
-    'TrainableEMAHook', 'latest_checkpoint'
+    'NonFiniteError', 'PEFTFreezeHook', 'PEFTOptimWrapperConstructor',
+    'ResumeRandomStateHook', 'TrainableEMAHook', 'latest_checkpoint'
 ]
