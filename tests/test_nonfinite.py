@@ -183,7 +183,9 @@ def test_training_stops_before_a_nonfinite_update(vae_folder, tmp_path):
     log = run.stdout + run.stderr
     assert 'NonFiniteError' in log, log[-3000:]
     assert 'non-finite values at iteration 5' in log
-    assert 'dataset index 9' in log  # the model names the bad sample
+    # The model names the bad sample: its index and cache entry.
+    assert re.search(r'dataset index 9 \(\S+shard_00002.safetensors row 1\)',
+                     log), log[-3000:]
     assert re.search(r'loss terms on this rank: loss nan', log)
     assert_last_good_checkpoint(cfg.work_dir, ['iter_2.pth', 'iter_4.pth'])
 

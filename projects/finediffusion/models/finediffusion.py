@@ -153,7 +153,9 @@ class FineDiffusion(BaseModel):
     def nonfinite_report(self) -> List[str]:
         """The last training batch's loss terms and its samples with
         non-finite latents (from the VAE or a latent cache), by dataset
-        index and path; read when a step is refused as non-finite."""
+        index and path (or cache shard and row, when the pipeline packs
+        ``latent_path`` and ``latent_row``); read when a step is refused as
+        non-finite."""
         batch = getattr(self, '_last_batch', None)
         if batch is None:
             return []
@@ -166,7 +168,12 @@ class FineDiffusion(BaseModel):
             where = []
             for i in bad:
                 index = _item(meta.get('sample_idx'), i)
-                path = _item(meta.get('gt_path'), i)
+                # An image's path, or a latent cache's shard and row.
+                path = _item(meta.get('gt_path'), i) or _item(
+                    meta.get('latent_path'), i)
+                row = _item(meta.get('latent_row'), i)
+                if row is not None:
+                    path = f'{path} row {row}'
                 where.append(f'dataset index {index}'
                              + (f' ({path})' if path else ''))
             lines.append(
