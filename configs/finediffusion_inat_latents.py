@@ -13,6 +13,9 @@ train_dataloader = dict(
         pipeline=[
             dict(type='LoadLatent'),
             dict(type='PickLatentFlip', prob=0.5),
+            # The cache entry goes with the sample, to be named if its
+            # latents are not finite (a cache of an older version).
             dict(type='PackInputs', keys=[],
-                 data_keys=['latent_mean', 'latent_std']),
+                 data_keys=['latent_mean', 'latent_std'],
+                 meta_keys=['latent_path', 'latent_row']),
         ]))

@@ -14,7 +14,8 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
-from finediffusion.datasets.latent_cache import cache_latents
+from finediffusion.datasets.latent_cache import (NonFiniteLatentError,
+                                                 cache_latents)
 from mmagic.registry import DATASETS, MODELS
 
 
@@ -46,14 +47,20 @@ def main() -> None:
         data_preprocessor = MODELS.build(cfg.model.get(
             'data_preprocessor', dict(type='TieredDataPreprocessor')))
 
+    dtype = next(vae.parameters()).dtype
+
     def encode(images: torch.Tensor):
-        posterior = vae.encode(images.to(device)).latent_dist
-        return posterior.mean, posterior.std
+        # In the VAE's dtype (an fp16 VAE takes fp16 images), stored float32.
+        posterior = vae.encode(images.to(device, dtype)).latent_dist
+        return posterior.mean.float(), posterior.std.float()
 
     description = dict(vae=str(cfg.model.vae), dataset=str(dataset_cfg))
-    manifest = cache_latents(dataset, encode, args.out, description,
-                             args.shard_size, args.batch_size,
-                             data_preprocessor=data_preprocessor)
+    try:
+        manifest = cache_latents(dataset, encode, args.out, description,
+                                 args.shard_size, args.batch_size,
+                                 data_preprocessor=data_preprocessor)
+    except NonFiniteLatentError as error:
+        raise SystemExit(f'error: {error}')
     print(f'{sum(manifest["shards"].values())} images in '
           f'{len(manifest["shards"])} shards at {args.out}; '
           f'{len(manifest["skipped"])} skipped')

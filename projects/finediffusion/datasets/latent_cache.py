@@ -11,7 +11,7 @@ encoding on the fly does, so the cache changes no statistics.
 import json
 import os
 import os.path as osp
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
@@ -52,7 +52,8 @@ def cache_latents(dataset,
 
     Finished shards (listed in the manifest) are kept; a shard whose writing
     was interrupted is encoded again. Images that fail to load are left out
-    and counted in the manifest.
+    and counted in the manifest. An image the VAE encodes to non-finite
+    values stops the run before its shard is written.
 
     Args:
         dataset: A :class:`TieredImageDataset` whose pipeline yields
@@ -73,6 +74,11 @@ def cache_latents(dataset,
 
     Returns:
         dict: The manifest.
+
+    Raises:
+        NonFiniteLatentError: Naming the images (path, dataset index) whose
+            posterior holds NaN or inf; the finished shards stay and a rerun
+            resumes.
     """
     if data_preprocessor is None:
         # Imported here: the models package imports the datasets package.
@@ -103,7 +109,7 @@ def cache_latents(dataset,
             continue
         means, stds, labels, kept = [], [], [], []
         for start in range(0, len(indices), batch_size):
-            items = []
+            items, encoded = [], []
             for index in indices[start:start + batch_size]:
                 item = dataset.prepare_data(index)
                 if item is None:
@@ -111,13 +117,16 @@ def cache_latents(dataset,
                     continue
                 items.append(item)
                 labels.append(int(item['data_samples'].gt_label.label[0]))
-                kept.append(index)
+                encoded.append(index)
             bar.update(len(indices[start:start + batch_size]))
             if not items:
                 continue
             x = data_preprocessor(pseudo_collate(items), True)['inputs']
             mean, std = encode(torch.cat([x, x.flip(-1)]))
             n = len(items)
+            _refuse_nonfinite(dataset, encoded, mean, std, name,
+                              len(manifest['shards']))
+            kept.extend(encoded)
             means.append(torch.stack([mean[:n], mean[n:]], dim=1).cpu())
             stds.append(torch.stack([std[:n], std[n:]], dim=1).cpu())
         tensors = dict(
@@ -134,6 +143,33 @@ def cache_latents(dataset,
     manifest['complete'] = True
     _write_json(path, manifest)
     return manifest
+
+
+class NonFiniteLatentError(ValueError):
+    """The VAE encoded an image to NaN or inf."""
+
+
+def _refuse_nonfinite(dataset, indices: List[int], mean: torch.Tensor,
+                      std: torch.Tensor, shard: str, finished: int) -> None:
+    """Raises :class:`NonFiniteLatentError` naming the images of
+    ``indices`` whose posterior (either flip, rows i and i + n of ``mean``
+    and ``std``) is not finite."""
+    n = len(indices)
+    finite = (torch.isfinite(mean).flatten(1).all(1)
+              & torch.isfinite(std).flatten(1).all(1)).cpu()
+    finite = finite[:n] & finite[n:]
+    if bool(finite.all()):
+        return
+    bad = [
+        f"{dataset.get_data_info(index).get('gt_path')} (dataset index "
+        f'{index})' for index, ok in zip(indices, finite.tolist()) if not ok
+    ]
+    raise NonFiniteLatentError(
+        f'the VAE encoded {len(bad)} image(s) to NaN or inf: '
+        f'{"; ".join(bad[:20])}. Nothing of {shard} was written; the '
+        f'{finished} finished shard(s) are kept and a rerun resumes. Fix or '
+        'remove the image(s), or encode in float32 (an fp16 VAE overflows '
+        'on some images).')
 
 
 def rows_of(cache_dir: str, manifest: Optional[dict] = None):

@@ -3,12 +3,15 @@ exact resumption (the training loop, its sampler, random states) and
 CPU-only distributed runs."""
 from .hooks import PEFTFreezeHook, TrainableEMAHook
 from .loops import ResumableIterBasedTrainLoop
+from .nonfinite import (FiniteAmpOptimWrapper, FiniteOptimWrapper,
+                        FiniteStepMixin, NonFiniteError)
 from .optimizer import PEFTOptimWrapperConstructor
 from .resume import ResumeRandomStateHook, latest_checkpoint
 from .sampler import ResumableInfiniteSampler, SampleIndex
 
 __all__ = [
-    'PEFTFreezeHook', 'PEFTOptimWrapperConstructor',
+    'FiniteAmpOptimWrapper', 'FiniteOptimWrapper', 'FiniteStepMixin',
+    'NonFiniteError', 'PEFTFreezeHook', 'PEFTOptimWrapperConstructor',
     'ResumableInfiniteSampler', 'ResumableIterBasedTrainLoop',
     'ResumeRandomStateHook', 'SampleIndex', 'TrainableEMAHook',
     'latest_checkpoint'

@@ -6,6 +6,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
 
 from mmagic.registry import HOOKS
+from ..datasets.label_range import check_label_range
 from ..models.checkpoint_io import checkpoint_keys, peft_state_dict
 from ..models.peft import trainable_count
 from .taxonomy_checks import check_checkpoint, check_dataset, check_loop
@@ -25,6 +26,8 @@ class PEFTFreezeHook(Hook):
     ``Runner.__init__``, before any hook runs, and DDP only reduces the
     gradients of parameters that required grad at wrapping. This hook:
 
+    - checks that the training data's classes and labels are rows of the
+      model's class table;
     - checks that the training, validation and test data and any loaded
       checkpoint have the model's taxonomy (the first differing subclass
       fails the run, with its names and both sources);
@@ -41,6 +44,9 @@ class PEFTFreezeHook(Hook):
 
     def before_train(self, runner: Runner) -> None:
         model = _unwrap(runner)
+        # Before the first step: a label beyond the table fails mid-step.
+        check_label_range(runner.train_dataloader.dataset,
+                          model.backbone.y_embedder.num_classes, 'training')
         check_dataset(runner, runner.train_dataloader.dataset,
                       'train_dataloader')
         # Now rather than at the first validation, hours later.

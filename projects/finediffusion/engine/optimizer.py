@@ -1,4 +1,5 @@
-"""An optimizer constructor that hands the optimizer trainable tensors only."""
+"""An optimizer constructor that hands the optimizer trainable tensors only
+and refuses non-finite updates."""
 from typing import Dict, List, Tuple
 
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
@@ -6,6 +7,7 @@ from torch import nn
 
 from mmagic.registry import (OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
                              OPTIMIZERS)
+from .nonfinite import CHECKED, FiniteStepMixin
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -18,6 +20,11 @@ class PEFTOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     after the optimizer was built. ``paramwise_cfg`` works as in MMEngine;
     parameters with equal options share one group, so that the optimizer's
     multi-tensor kernels see few, large groups.
+
+    MMEngine's ``OptimWrapper`` and ``AmpOptimWrapper`` (``--amp``) are
+    built as :class:`FiniteOptimWrapper` and :class:`FiniteAmpOptimWrapper`,
+    which stop the run before an update with a non-finite loss or gradient;
+    another wrapper type must mix in :class:`FiniteStepMixin`.
     """
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
@@ -31,9 +38,19 @@ class PEFTOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         if not groups or not groups[0]['params']:
             raise ValueError('the model has no trainable parameter')
         optimizer = OPTIMIZERS.build(dict(self.optimizer_cfg, params=groups))
-        return OPTIM_WRAPPERS.build(
-            dict(dict(type='OptimWrapper'), **self.optim_wrapper_cfg),
-            default_args=dict(optimizer=optimizer))
+        cfg = dict(dict(type='OptimWrapper'), **self.optim_wrapper_cfg)
+        name = cfg['type'] if isinstance(cfg['type'], str) else getattr(
+            cfg['type'], '__name__', '')
+        cfg['type'] = CHECKED.get(name.split('.')[-1], cfg['type'])
+        wrapper = OPTIM_WRAPPERS.build(
+            cfg, default_args=dict(optimizer=optimizer))
+        if not isinstance(wrapper, FiniteStepMixin):
+            raise TypeError(
+                f'optim_wrapper type {name!r} does not check for non-finite '
+                f'updates: use one of {sorted(CHECKED)} (built as '
+                f'{sorted(CHECKED.values())}) or mix in FiniteStepMixin')
+        wrapper.name_parameters(module)
+        return wrapper
 
     def _trainable_groups(self, module: nn.Module) -> List[dict]:
         """MMEngine's per-parameter groups of the trainable tensors, those

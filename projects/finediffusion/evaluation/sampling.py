@@ -5,9 +5,11 @@ from typing import Iterator, List, Optional
 import numpy as np
 import torch
 from mmengine.dist import get_dist_info
+from mmengine.model import is_model_wrapper
 from torch import Tensor
 
 from mmagic.structures import DataSample
+from ..datasets.label_range import check_label_range
 
 
 class ConditionalRequests:
@@ -81,6 +83,13 @@ class ConditionalSampling:
     samples_per_class = 1
 
     def get_metric_sampler(self, model, dataloader, metrics):
+        # Before any image is generated: labels beyond the model's table.
+        module = model.module if is_model_wrapper(model) else model
+        embedder = getattr(getattr(module, 'backbone', None), 'y_embedder',
+                           None)
+        if embedder is not None:
+            check_label_range(dataloader.dataset, embedder.num_classes,
+                              'test')
         return ConditionalRequests(
             dataloader.dataset,
             max(metric.fake_nums_per_device for metric in metrics),

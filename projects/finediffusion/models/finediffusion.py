@@ -142,7 +142,11 @@ class FineDiffusion(BaseModel):
         VAE)."""
         if self.vae is None:
             return images
-        return self.vae.encode(images).latent_dist.sample() * self.latent_scale
+        # In the VAE's dtype (an fp16 VAE takes fp16 images), returned as
+        # float32 as decode does.
+        dtype = next(self.vae.parameters()).dtype
+        latents = self.vae.encode(images.to(dtype)).latent_dist.sample()
+        return latents.float() * self.latent_scale
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
@@ -171,7 +175,45 @@ class FineDiffusion(BaseModel):
             x0 = (mean + std * noise) * self.latent_scale
         else:
             x0 = self.encode(inputs)
-        return self.latent_loss(x0, self._labels(data_samples, x0.device))
+        losses = self.latent_loss(x0, self._labels(data_samples, x0.device))
+        # Kept on the device for nonfinite_report: no synchronisation here.
+        self._last_batch = dict(
+            finite=torch.isfinite(x0).flatten(1).all(1),
+            meta=data_samples.metainfo,
+            terms={k: v.detach() for k, v in losses.items()})
+        return losses
+
+    def nonfinite_report(self) -> List[str]:
+        """The last training batch's loss terms and its samples with
+        non-finite latents (from the VAE or a latent cache), by dataset
+        index and path (or cache shard and row, when the pipeline packs
+        ``latent_path`` and ``latent_row``); read when a step is refused as
+        non-finite."""
+        batch = getattr(self, '_last_batch', None)
+        if batch is None:
+            return []
+        terms = ', '.join(f'{k} {float(v):.6g}'
+                          for k, v in batch['terms'].items())
+        lines = [f'loss terms on this rank: {terms}']
+        bad = torch.nonzero(~batch['finite']).flatten().tolist()
+        if bad:
+            meta = batch['meta']
+            where = []
+            for i in bad:
+                index = _item(meta.get('sample_idx'), i)
+                # An image's path, or a latent cache's shard and row.
+                path = _item(meta.get('gt_path'), i) or _item(
+                    meta.get('latent_path'), i)
+                row = _item(meta.get('latent_row'), i)
+                if row is not None:
+                    path = f'{path} row {row}'
+                where.append(f'dataset index {index}'
+                             + (f' ({path})' if path else ''))
+            lines.append(
+                f'non-finite latents for {len(bad)} of '
+                f'{len(batch["finite"])} samples of this rank\'s batch: '
+                f'{"; ".join(where[:8])}')
+        return lines
 
     def latent_loss(self, x0: Tensor, labels: Tensor) -> Dict[str, Tensor]:
         """DiT's hybrid loss on (scaled) latents and subclass labels."""
@@ -215,7 +257,11 @@ class FineDiffusion(BaseModel):
 
         Returns:
             Tensor: RGB images in [-1, 1], (N, 3, H, W).
+
+        Raises:
+            ValueError: For labels outside the class table, naming them.
         """
+        self.backbone.y_embedder.check_labels(labels)
         guidance = guidance or self.guidance
         sampler = sampler or self.sampler
         steps = num_steps or self.sample_steps
@@ -315,6 +361,13 @@ def _check_rgb(preprocessor: nn.Module) -> None:
             "with output_channel_order='RGB' (the default), got "
             f'{type(preprocessor).__name__} with output_channel_order='
             f'{preprocessor.output_channel_order!r}')
+
+
+def _item(values, index: int):
+    """Entry ``index`` of a batch's metainfo list (None if absent)."""
+    if isinstance(values, (list, tuple)) and index < len(values):
+        return values[index]
+    return None
 
 
 def _build(cfg: ModelType) -> nn.Module:

@@ -70,6 +70,12 @@ class TieredEmbedder(BaseModule):
     def rows(self, labels: Tensor, tier: str = 'sub') -> Tensor:
         """Table rows of subclass ``labels`` at the given tier.
 
+        Labels outside ``[0, num_classes)`` get row ids past the table, so
+        that the lookup fails instead of reading another row (label
+        ``num_classes`` would otherwise be superclass 0's row). This costs no
+        device synchronisation; entry points check their labels once with
+        :meth:`check_labels`, for a message naming them.
+
         Args:
             labels (Tensor): Subclass ids, shape (N, ).
             tier (str): 'sub', 'super' or 'null'.
@@ -77,21 +83,49 @@ class TieredEmbedder(BaseModule):
         Returns:
             Tensor: Row ids, shape (N, ).
         """
+        if tier not in TIERS:
+            raise ValueError(f'tier must be one of {TIERS}, got {tier!r}')
+        valid = (labels >= 0) & (labels < self.num_classes)
+        beyond = torch.full_like(labels, self.embedding_table.num_embeddings)
         if tier == 'sub':
-            return labels
+            return torch.where(valid, labels, beyond)
         if tier == 'super':
-            return self.num_classes + self.sub2super[labels]
+            rows = self.num_classes + self.sub2super[labels.clamp(
+                0, self.num_classes - 1)]
+            return torch.where(valid, rows, beyond)
         if tier == 'null':
             if not self.has_null:
                 raise ValueError('this TieredEmbedder has no null row: build '
                                  'it with null_prob to use the null tier')
             return torch.full_like(labels, self.embedding_table.num_embeddings - 1)
-        raise ValueError(f'tier must be one of {TIERS}, got {tier!r}')
+
+    def check_labels(self, labels: Tensor) -> None:
+        """Refuses subclass labels outside ``[0, num_classes)``.
+
+        One device synchronisation; for entry points, once per call.
+
+        Args:
+            labels (Tensor): Subclass ids, any shape.
+
+        Raises:
+            ValueError: Naming the out-of-range labels and the class count.
+        """
+        labels = labels.flatten()
+        if labels.is_floating_point():
+            raise ValueError('subclass labels must be integers, got '
+                             f'{labels.dtype}')
+        bad = (labels < 0) | (labels >= self.num_classes)
+        if bool(bad.any()):
+            values = torch.unique(labels[bad]).tolist()
+            raise ValueError(
+                f'subclass labels {values[:20]} are out of range: the model '
+                f'has {self.num_classes} subclasses (labels 0 to '
+                f'{self.num_classes - 1})')
 
     def drop_labels(self, labels: Tensor) -> Tensor:
         """Rows for training: labels replaced by super or null at random.
 
-        In eval mode the labels are returned unchanged.
+        In eval mode the labels' own rows are returned.
 
         Args:
             labels (Tensor): Subclass ids, shape (N, ).
@@ -100,13 +134,15 @@ class TieredEmbedder(BaseModule):
             Tensor: Row ids, shape (N, ).
         """
         if not self.training:
-            return labels
+            return self.rows(labels)
         draw = torch.rand(labels.shape, device=labels.device)
         rows = torch.where(draw < self.super_prob, self.rows(labels, 'super'),
-                           labels)
+                           self.rows(labels))
         if self.has_null:
+            # Out-of-range labels keep their failing rows.
             to_null = (draw >= self.super_prob) & (
-                draw < self.super_prob + self.null_prob)
+                draw < self.super_prob + self.null_prob) & (
+                    rows < self.embedding_table.num_embeddings)
             rows = torch.where(to_null, self.rows(labels, 'null'), rows)
         return rows
 
