@@ -7,7 +7,8 @@ from mmengine.runner import BaseLoop, Runner
 
 from mmagic.registry import HOOKS
 from ..datasets.label_range import check_label_range
-from ..models.checkpoint_io import checkpoint_keys, peft_state_dict
+from ..models.checkpoint_io import (checkpoint_keys, peft_state_dict,
+                                   require_shapes)
 from ..models.peft import trainable_count
 from .taxonomy_checks import check_checkpoint, check_dataset, check_loop
 
@@ -37,7 +38,9 @@ class PEFTFreezeHook(Hook):
     - writes checkpoints with exactly the trainable tensors, their EMA and
       the taxonomy (:func:`checkpoint_keys`), and on loading refuses a
       checkpoint lacking any of them and fills the frozen tensors in from
-      the model, which holds the pretrained weights by then.
+      the model, which holds the pretrained weights by then;
+    - refuses a loaded checkpoint with a tensor of another shape than the
+      model's (MMEngine would only log it and keep the model's tensor).
     """
 
     priority = 'VERY_HIGH'
@@ -101,12 +104,16 @@ class PEFTFreezeHook(Hook):
 
     def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         check_checkpoint(runner, checkpoint)
-        if 'peft' not in checkpoint.get('meta', {}):
-            return
+        model = _unwrap(runner)
         # MMEngine passes no file name to this hook; the Runner keeps it.
         source = str(getattr(runner, '_load_from', None) or 'the checkpoint')
-        checkpoint['state_dict'] = peft_state_dict(
-            _unwrap(runner), checkpoint, source, require_trained=True)
+        if 'peft' in checkpoint.get('meta', {}):
+            checkpoint['state_dict'] = peft_state_dict(
+                model, checkpoint, source, require_trained=True)
+        # Before MMEngine's non-strict load, which would skip such a tensor.
+        # A bare state dict (no 'state_dict' key) is loaded as a whole.
+        require_shapes(checkpoint.get('state_dict', checkpoint),
+                       model.state_dict(), source)
 
 
 @HOOKS.register_module()

@@ -150,6 +150,37 @@ def require_keys(held: Iterable[str], keys: Sequence[str], what: str) -> None:
                          f'{shown}{more}')
 
 
+def require_shapes(state: Dict[str, Tensor], own: Dict[str, Tensor],
+                   source: str) -> None:
+    """Raises ValueError naming every tensor of ``state`` whose shape is not
+    that of the same key in ``own``.
+
+    MMEngine loads with ``strict=False``, which only logs a size mismatch
+    and leaves the model's tensor as it was: a run would continue from an
+    initial value (and its EMA from the checkpoint's) without failing.
+
+    Args:
+        state (dict): The checkpoint's state dict.
+        own (dict): The model's state dict.
+        source (str): The checkpoint's name, for messages.
+
+    Raises:
+        ValueError: Naming the file and each key with both shapes.
+    """
+    wrong = [f'{key} (checkpoint {list(value.shape)}, model '
+             f'{list(own[key].shape)})'
+             for key, value in state.items()
+             if key in own and hasattr(value, 'shape')
+             and value.shape != own[key].shape]
+    if wrong:
+        shown = ', '.join(wrong[:10])
+        more = f' and {len(wrong) - 10} more' if len(wrong) > 10 else ''
+        raise ValueError(
+            f'{source}: {len(wrong)} tensors have another shape than the '
+            f"model's (was it trained with another architecture?): "
+            f'{shown}{more}')
+
+
 def peft_state_dict(model: nn.Module,
                     checkpoint: dict,
                     source: str,
