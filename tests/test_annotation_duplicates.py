@@ -1,5 +1,8 @@
 """Duplicates in annotation files are refused, naming the id or path and
-the file, for every format, through the shipped configs' datasets."""
+the file, for every format, through the shipped configs' datasets; paths
+are compared as paths (``./a/b.jpg`` is ``a/b.jpg``). VegFru lists are
+also refused for a negative label and for a subclass whose images lie in
+two folders (its name is its folder)."""
 import json
 import os.path as osp
 
@@ -50,6 +53,10 @@ def _file_name(data):
     data['images'][1]['file_name'] = data['images'][0]['file_name']
 
 
+def _file_name_spelled(data):
+    data['images'][1]['file_name'] = './' + data['images'][0]['file_name']
+
+
 def _annotated_twice(data):
     # A robin's image also labelled as a monarch.
     first = data['annotations'][0]
@@ -66,11 +73,14 @@ def _annotated_twice(data):
     (_annotation_id, r'two annotations share id 0'),
     (_file_name, r"two images share file_name "
      r"'train_mini/00002_Turdus_migratorius/0.jpg' \(id 0 and 1\)"),
+    (_file_name_spelled, r"two images share file_name "
+     r"'train_mini/00002_Turdus_migratorius/0.jpg' \(id 0 and 1, spelled "
+     r"'./train_mini/00002_Turdus_migratorius/0.jpg' there\)"),
     (_annotated_twice, r'image id 0 \(train_mini/00002_Turdus_migratorius/'
      r'0.jpg\) is annotated twice: annotation 0 \(category id 2\) and '
      r'annotation 99 \(category id 0\)'),
 ], ids=['image id', 'category id', 'annotation id', 'file name',
-        'image annotated twice'])
+        'file name spelled otherwise', 'image annotated twice'])
 @pytest.mark.parametrize('loader,ann_file', [
     ('train_dataloader', 'train_mini.json'), ('test_dataloader', 'val.json')])
 def test_inat_duplicates_are_refused(tmp_path, edit, message, loader,
@@ -105,8 +115,23 @@ SUP = ['veg/cabbage/1.jpg 0', 'veg/cabbage/3.jpg 0', 'veg/lettuce/2.jpg 0',
     (VEG, SUP + ['fru/apple/4.jpg 1'],
      r'supvegfru_train.txt:5: fru/apple/4.jpg is listed twice, with label 1 '
      r'on line 4 and 1 here'),
-], ids=['subclass list', 'superclass list'])
-def test_vegfru_duplicates_are_refused(tmp_path, sub_lines, sup_lines,
+    # The same files spelled otherwise.
+    (VEG + ['./veg/cabbage/1.jpg 1'], SUP,
+     r'vegfru_train.txt:5: ./veg/cabbage/1.jpg is listed twice, with label '
+     r'0 on line 1 \(as veg/cabbage/1.jpg\) and 1 here'),
+    (VEG, SUP + ['fru//apple/4.jpg 1'],
+     r'supvegfru_train.txt:5: fru//apple/4.jpg is listed twice, with label '
+     r'1 on line 4 \(as fru/apple/4.jpg\) and 1 here'),
+    # A negative label failed a training step later, naming no file.
+    (VEG + ['veg/lettuce/5.jpg -1'], SUP + ['veg/lettuce/5.jpg 0'],
+     r'vegfru_train.txt:5: label -1 of veg/lettuce/5.jpg is negative'),
+    # A pear labelled as apple renamed subclass 2 'pear'.
+    (VEG + ['fru/pear/5.jpg 2'], SUP + ['fru/pear/5.jpg 1'],
+     r'vegfru_train.txt:5: subclass 2 has images in two folders, fru/apple/ '
+     r'\(fru/apple/4.jpg, line 4\) and fru/pear/ \(fru/pear/5.jpg\)'),
+], ids=['subclass list', 'superclass list', 'subclass list spelled',
+        'superclass list spelled', 'negative label', 'two folders'])
+def test_vegfru_lists_are_checked(tmp_path, sub_lines, sup_lines,
                                        message):
     write_vegfru(tmp_path, sub_lines, sup_lines)
     dataset = config_dataset('finediffusion_vegfru.py', tmp_path)
@@ -134,7 +159,12 @@ CUB_ROWS = [
     (CUB_ROWS[0],
      r"images/001.Black_footed_Albatross/a.jpg is listed twice, as record 1 "
      r"\(subclass 'Black_footed_Albatross'\) and record 4"),
-], ids=['two subclasses', 'exact repeat'])
+    # The same file spelled otherwise.
+    (('./images/011.Rusty_Blackbird/c.jpg', 'Rusty_Blackbird', 'Icteridae'),
+     r"images/011.Rusty_Blackbird/c.jpg is listed twice, as record 3 "
+     r"\(subclass 'Rusty_Blackbird'\) and record 4 \(as "
+     r"./images/011.Rusty_Blackbird/c.jpg\)"),
+], ids=['two subclasses', 'exact repeat', 'spelled otherwise'])
 @pytest.mark.parametrize('fmt', ['csv', 'json'])
 def test_hierarchy_duplicates_are_refused(tmp_path, extra, message, fmt):
     rows = CUB_ROWS + [extra]

@@ -8,7 +8,8 @@ from typing import List, Optional, Tuple
 
 from mmagic.registry import DATASETS
 from .taxonomy import Taxonomy, taxonomy_reader
-from .tiered_dataset import TieredImageDataset, first_duplicate, index_names
+from .tiered_dataset import (TieredImageDataset, first_duplicate, index_names,
+                             path_key)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
@@ -45,13 +46,15 @@ def _read_annotations(path: str) -> List[Tuple[str, str, str]]:
         row = (record['path'], str(record['subclass']),
                str(record.get('superclass') or ''))
         # Even an exact repeat: the image would be trained twice as often.
-        if row[0] in numbers:
-            first = rows[numbers[row[0]] - 1]
+        key = path_key(row[0])
+        if key in numbers:
+            first = rows[numbers[key] - 1]
+            spelled = '' if first[0] == row[0] else f' (as {row[0]})'
             raise ValueError(
-                f'{path}: {row[0]} is listed twice, as record '
-                f'{numbers[row[0]]} (subclass {first[1]!r}) and record '
-                f'{number} (subclass {row[1]!r})')
-        numbers[row[0]] = number
+                f'{path}: {first[0]} is listed twice, as record '
+                f'{numbers[key]} (subclass {first[1]!r}) and record '
+                f'{number}{spelled} (subclass {row[1]!r})')
+        numbers[key] = number
         rows.append(row)
     return rows
 

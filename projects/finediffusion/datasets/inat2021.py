@@ -7,7 +7,7 @@ from typing import List, Tuple
 
 from mmagic.registry import DATASETS
 from .taxonomy import Taxonomy, taxonomy_reader
-from .tiered_dataset import TieredImageDataset, index_names
+from .tiered_dataset import TieredImageDataset, index_names, path_key
 
 RANKS = ('supercategory', 'kingdom', 'phylum', 'class', 'order', 'family',
          'genus')
@@ -49,6 +49,7 @@ def _read_file(path: str, mtime: float) -> Tuple[list, list]:
 def _refuse_duplicates(path: str, data: dict) -> None:
     """Fails on an id (or image file) listed twice: a dict keyed by id
     would keep one entry and silently relabel or drop the other's images.
+    File names are compared as paths (:func:`path_key`).
 
     Raises:
         ValueError: Naming the file, the id and both entries.
@@ -61,12 +62,16 @@ def _refuse_duplicates(path: str, data: dict) -> None:
         for entry in data[key]:
             if field not in entry:
                 continue  # annotation ids are optional in COCO files
-            first = seen.setdefault(entry[field], entry)
+            value = entry[field]
+            first = seen.setdefault(
+                path_key(value) if field == 'file_name' else value, entry)
             if first is not entry:
+                spelled = ('' if first[field] == value else
+                           f', spelled {value!r} there')
                 raise ValueError(
-                    f'{path}: two {key} share {field} {entry[field]!r} '
+                    f'{path}: two {key} share {field} {first[field]!r} '
                     f'({shown} {first.get(shown)!r} and '
-                    f'{entry.get(shown)!r})')
+                    f'{entry.get(shown)!r}{spelled})')
 
 
 def read_inat(ann_file: str,

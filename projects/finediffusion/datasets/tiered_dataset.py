@@ -49,6 +49,13 @@ def index_names(names) -> dict:
     return {name: i for i, name in enumerate(sorted(set(names)))}
 
 
+def path_key(path: str) -> str:
+    """The key under which annotation files compare image paths: spellings
+    of one file (``./a/b.jpg``, ``a//b.jpg``, ``a/c/../b.jpg``) are one
+    key, so that a duplicate check does not miss them."""
+    return osp.normpath(path)
+
+
 def first_duplicate(pairs) -> Optional[tuple]:
     """The first key mapped to two different values in (key, value) pairs,
     as (key, value, other value)."""

@@ -1,16 +1,31 @@
 """VegFru: vegfru_list/{vegfru,supvegfru}_<split>.txt label lists."""
 import os.path as osp
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 from mmagic.registry import DATASETS
 from .taxonomy import Taxonomy, taxonomy_reader
-from .tiered_dataset import TieredImageDataset, first_duplicate
+from .tiered_dataset import TieredImageDataset, first_duplicate, path_key
 
 
-def _read_list(path: str) -> Dict[str, int]:
-    """Labels by image path; a path listed twice is refused, with both
-    lines (kept once it would drop a label, or count the image twice)."""
-    labels, lines = {}, {}
+class _Entry(NamedTuple):
+    """One line of a list: the label, the line number and the path as
+    spelled there."""
+    label: int
+    line: int
+    path: str
+
+
+def _read_list(path: str) -> Dict[str, _Entry]:
+    """The entries of a list by image path (:func:`path_key`).
+
+    Raises:
+        ValueError: Naming the file and line, for a line that is not
+            "path label", a negative label (labels index the class table;
+            a negative one would fail a training step naming no file), or
+            a path listed twice (kept once it would drop a label, or count
+            the image twice), also when spelled differently.
+    """
+    entries = {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -19,13 +34,42 @@ def _read_list(path: str) -> Dict[str, int]:
             if len(parts) != 2 or not parts[1].lstrip('-').isdigit():
                 raise ValueError(f'{path}:{number}: expected "path label", '
                                  f'got {line.strip()!r}')
-            if parts[0] in labels:
+            label = int(parts[1])
+            if label < 0:
+                raise ValueError(f'{path}:{number}: label {parts[1]} of '
+                                 f'{parts[0]} is negative; labels are class '
+                                 'ids from 0')
+            first = entries.get(path_key(parts[0]))
+            if first:
+                spelled = ('' if first.path == parts[0] else
+                           f' (as {first.path})')
                 raise ValueError(
                     f'{path}:{number}: {parts[0]} is listed twice, with '
-                    f'label {labels[parts[0]]} on line {lines[parts[0]]} '
-                    f'and {parts[1]} here')
-            labels[parts[0]], lines[parts[0]] = int(parts[1]), number
-    return labels
+                    f'label {first.label} on line {first.line}{spelled} '
+                    f'and {label} here')
+            entries[path_key(parts[0])] = _Entry(label, number, parts[0])
+    return entries
+
+
+def _subclass_names(sub_file: str, subs: Dict[str, _Entry]) -> Dict[int, str]:
+    """Subclass names are the image folders (veg200_images/<name>/...).
+
+    Raises:
+        ValueError: When a subclass has images in two folders: one would
+            silently name it (and go into checkpoints and sampling).
+    """
+    folders = {}
+    for key, entry in subs.items():
+        folder = osp.dirname(key)
+        first_folder, first = folders.setdefault(entry.label, (folder, entry))
+        if first_folder != folder:
+            raise ValueError(
+                f'{sub_file}:{entry.line}: subclass {entry.label} has images '
+                f'in two folders, {first_folder}/ '
+                f'({first.path}, line {first.line}) and {folder}/ '
+                f'({entry.path}); its name is its folder')
+    return {label: osp.basename(folder) or str(label)
+            for label, (folder, _) in folders.items()}
 
 
 def read_vegfru(data_root: str, split: str = 'train') -> Tuple[Taxonomy, List]:
@@ -33,29 +77,27 @@ def read_vegfru(data_root: str, split: str = 'train') -> Tuple[Taxonomy, List]:
     sub_file = osp.join(data_root, 'vegfru_list', f'vegfru_{split}.txt')
     sup_file = osp.join(data_root, 'vegfru_list', f'supvegfru_{split}.txt')
     subs, sups = _read_list(sub_file), _read_list(sup_file)
-    missing = sorted(set(subs) - set(sups))
+    missing = sorted(subs[p].path for p in set(subs) - set(sups))
     if missing:
         raise ValueError(f'{sup_file} lacks the superclass of {len(missing)}'
                          f' images listed in {sub_file}, e.g. {missing[:3]}')
-    clash = first_duplicate((subs[p], sups[p]) for p in subs)
+    clash = first_duplicate((subs[p].label, sups[p].label) for p in subs)
     if clash:
         raise ValueError(f'subclass {clash[0]} has images in superclasses '
                          f'{clash[1]} and {clash[2]} ({sup_file})')
-    sub2super = dict((subs[p], sups[p]) for p in subs)
+    sub2super = dict((subs[p].label, sups[p].label) for p in subs)
     num = max(sub2super) + 1
     gaps = sorted(set(range(num)) - set(sub2super))
     if gaps:
         raise ValueError(f'{sub_file}: no image of subclasses {gaps[:20]}, '
                          'so their superclass is unknown')
-    # Subclass names are the image folders (veg200_images/<name>/...).
-    names = {subs[p]: osp.basename(osp.dirname(p)) or str(subs[p])
-             for p in subs}
+    names = _subclass_names(sub_file, subs)
     num_super = max(sub2super.values()) + 1
     taxonomy = Taxonomy(
         names=[names[i] for i in range(num)],
         sub2super=[sub2super[i] for i in range(num)],
         super_names=[f'superclass {k}' for k in range(num_super)])
-    return taxonomy, sorted(subs.items())
+    return taxonomy, sorted((p, entry.label) for p, entry in subs.items())
 
 
 @taxonomy_reader('VegFruDataset')
