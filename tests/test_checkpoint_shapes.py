@@ -59,8 +59,8 @@ def test_resume_of_a_wrong_shaped_tensor_is_refused(
     checkpoint['state_dict'][key] = checkpoint['state_dict'][key][:-1]
     path = str(tmp_path / 'edited.pth')
     torch.save(checkpoint, path)
-    run = train(toy_root, tmp_path / 'work', 'model.backbone.learn_sigma=False',
-                resume=path)
+    run = train(toy_root, tmp_path / 'work',
+                'model.backbone.learn_sigma=False', resume=path)
     assert run.returncode != 0
     wrong = [shape[0] - 1] + shape[1:]
     assert (f'{path}: 1 tensors have another shape' in run.stderr
