@@ -1,6 +1,12 @@
 """What PEFT checkpoints and deltas hold, and runs without EMA, through the
-tools users run (train, export_delta, merge_delta, sample)."""
+tools users run (train, export_delta, merge_delta, sample, test); files that
+do not give every tensor, and outputs that would replace an input, are
+refused."""
+import hashlib
+import json
+import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 
@@ -195,3 +201,119 @@ def test_checkpoint_without_trained_tensors_is_refused(config, run_with_ema,
             assert key in message
     assert not osp.exists(delta)
     assert not osp.exists(tmp_path / 'samples')
+
+
+@pytest.fixture(scope='module')
+def delta(run_with_ema, tmp_path_factory) -> str:
+    """The delta (EMA weights) of the PEFT run."""
+    path = str(tmp_path_factory.mktemp('delta') / 'delta.safetensors')
+    ok(tool('export_delta.py', osp.join(run_with_ema, 'iter_2.pth'), path))
+    return path
+
+
+def refusal(run: subprocess.CompletedProcess) -> str:
+    """The one-line error of a tool that must have refused."""
+    assert run.returncode != 0, run.stdout[-3000:]
+    return run.stderr.strip().splitlines()[-1]
+
+
+def test_peft_weights_without_a_base_are_refused(config, run_with_ema, delta,
+                                                 tmp_path):
+    """The PEFT run's delta and checkpoint used with its config but
+    model.backbone.pretrained unset: every frozen tensor would be random."""
+    no_base = str(tmp_path / 'no_base.py')
+    with open(no_base, 'w') as f:
+        f.write(f'_base_ = [{config!r}]\n'
+                'model = dict(backbone=dict(pretrained=None))\n')
+    ckpt = osp.join(run_with_ema, 'iter_2.pth')
+    merged = str(tmp_path / 'merged.safetensors')
+    runs = [
+        (delta, tool('merge_delta.py', no_base, delta, merged)),
+        (delta, tool('test.py', no_base, delta, '--work-dir',
+                     tmp_path / 'eval')),
+        (ckpt, tool('sample.py', no_base, ckpt, '--classes', '0', '-n', '1',
+                    '--steps', '2', '--out', tmp_path / 'samples')),
+        # Resuming a PEFT checkpoint into a model without its base.
+        (ckpt, tool('train.py', no_base, '--work-dir', tmp_path / 'resume',
+                    '--resume', ckpt, '--cfg-options',
+                    'train_cfg.max_iters=4')),
+    ]
+    held = len(trainable_names(config))
+    for source, run in runs:
+        message = refusal(run)
+        assert source in message, run.stderr[-3000:]
+        assert f'holds {held} of the backbone' in message, message
+        assert 'backbone.x_embedder.proj.weight' in message, message
+        assert 'model.backbone.pretrained' in message, message
+    assert not osp.exists(merged)
+    assert not osp.exists(tmp_path / 'samples')
+    assert not osp.exists(tmp_path / 'resume' / 'iter_4.pth')
+    # With the base, as the message says, the same delta merges.
+    base = Config.fromfile(config).model.backbone.pretrained
+    ok(tool('merge_delta.py', no_base, delta, merged, '--base', base))
+    assert torch.equal(load_file(merged)['x_embedder.proj.weight'],
+                       torch.load(base)['x_embedder.proj.weight'])
+
+
+def test_weights_without_the_class_table_are_refused(config, run_with_ema,
+                                                     delta, tmp_path):
+    """A delta and a checkpoint whose metadata does not declare the class
+    table either: it never comes from the base, so it would be random."""
+    table = f'backbone.{TABLE}'
+    tensors = load_file(delta)
+    del tensors[table]
+    with safe_open(delta, framework='pt') as f:
+        metadata = f.metadata()
+    trainable = [n for n in json.loads(metadata['trainable']) if n != TABLE]
+    no_table = str(tmp_path / 'no_table.safetensors')
+    save_file(tensors, no_table,
+              metadata=dict(metadata, trainable=json.dumps(trainable)))
+    ckpt = torch.load(osp.join(run_with_ema, 'iter_2.pth'), weights_only=True)
+    for key in (table, 'ema.' + TABLE.replace('.', '__')):
+        del ckpt['state_dict'][key]
+    ckpt['meta']['peft']['trainable'].remove(TABLE)
+    no_table_ckpt = str(tmp_path / 'no_table.pth')
+    torch.save(ckpt, no_table_ckpt)
+    merged = str(tmp_path / 'merged.safetensors')
+    for source, run in (
+            (no_table, tool('merge_delta.py', config, no_table, merged)),
+            (no_table_ckpt,
+             tool('sample.py', config, no_table_ckpt, '--classes', '0', '-n',
+                  '1', '--steps', '2', '--out', tmp_path / 'samples'))):
+        message = refusal(run)
+        assert source in message and table in message, run.stderr[-3000:]
+    assert not osp.exists(merged)
+    assert not osp.exists(tmp_path / 'samples')
+
+    # Nor can a run train without it (BitFit alone leaves it random).
+    message = refusal(tool('train.py', config, '--work-dir', tmp_path / 'bf',
+                           '--cfg-options', 'model.trainable=bitfit'))
+    assert "trainable='bitfit'" in message and TABLE in message, message
+    assert not osp.exists(tmp_path / 'bf' / 'iter_2.pth')
+
+
+def digest(path: str) -> str:
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_output_that_is_an_input_is_refused(config, run_with_ema, delta,
+                                            tmp_path):
+    ckpt = str(tmp_path / 'iter_2.pth')
+    shutil.copy(osp.join(run_with_ema, 'iter_2.pth'), ckpt)
+    own_delta = str(tmp_path / 'delta.safetensors')
+    shutil.copy(delta, own_delta)
+    base = str(tmp_path / 'base.pt')
+    shutil.copy(Config.fromfile(config).model.backbone.pretrained, base)
+    # Another spelling of the base's path.
+    base_again = osp.join(str(tmp_path), 'sub', '..', 'base.pt')
+    os.mkdir(tmp_path / 'sub')
+    before = {path: digest(path) for path in (ckpt, own_delta, base)}
+    for out, run in (
+            (ckpt, tool('export_delta.py', ckpt, ckpt)),
+            (own_delta, tool('merge_delta.py', config, own_delta, own_delta)),
+            (base_again, tool('merge_delta.py', config, own_delta,
+                              base_again, '--base', base))):
+        message = refusal(run)
+        assert out in message and 'is the input' in message, message
+    assert {path: digest(path) for path in before} == before

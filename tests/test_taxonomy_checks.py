@@ -40,13 +40,17 @@ def inat_config(root, vae_folder, work_dir, val_file='val.json',
                 model_root=None, name='finediffusion_inat.py'):
     """configs/finediffusion_inat.py (or ``name``, which inherits it) on the
     iNat-format files in ``root``:
-    a tiny DiT without pretrained weights, the tiny stand-in SD-VAE, 16 px
-    images and a probe metric that needs no downloaded weights."""
+    a tiny DiT without pretrained weights (so trained in full), the tiny
+    stand-in SD-VAE, 16 px images and a probe metric that needs no
+    downloaded weights."""
     cfg = Config.fromfile(osp.join(REPO, 'configs', name))
     backbone = cfg.model.backbone
     backbone.arch = dict(depth=1, hidden_size=32, num_heads=2)
     backbone.input_size = 8
     backbone.pretrained = None
+    # Without base weights every tensor trains, so that the checkpoints and
+    # deltas hold them all (PEFT weights need their base to be loaded).
+    cfg.model.trainable = 'full'
     if 'data_root' in backbone.sub2super:
         backbone.sub2super.data_root = str(model_root or root)
     cfg.model.vae.from_pretrained = vae_folder

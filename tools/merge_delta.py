@@ -8,10 +8,12 @@ Example:
 """
 import argparse
 
+import finediffusion  # noqa: F401  (compatibility fixes before mmengine use)
+from finediffusion.inference import build_from_delta
+from finediffusion.models.checkpoint_io import check_output
+from mmengine.config import Config
 from safetensors import safe_open
 from safetensors.torch import save_file
-
-from finediffusion.inference import build_from_delta
 
 
 def main() -> None:
@@ -24,7 +26,10 @@ def main() -> None:
         'model.backbone.pretrained)')
     args = parser.parse_args()
     try:
-        model = build_from_delta(args.config, args.delta, base=args.base)
+        cfg = Config.fromfile(args.config)
+        base = args.base or cfg.model.backbone.get('pretrained')
+        check_output(args.out, [args.config, args.delta, base])
+        model = build_from_delta(cfg, args.delta, base=args.base)
     except ValueError as error:
         raise SystemExit(f'error: {error}')
     state = {k: v.contiguous() for k, v in model.backbone.state_dict().items()}

@@ -11,7 +11,8 @@ from mmagic.registry import MODELS
 from .datasets.taxonomy import (Taxonomy, TaxonomyLike, check_same_taxonomy,
                                 spec_taxonomy, taxonomy_of)
 from .models.checkpoint_io import (checkpoint_taxonomy, delta_taxonomy,
-                                   load_delta, peft_state_dict)
+                                   load_delta, peft_state_dict,
+                                   require_shapes)
 
 
 def check_weights_taxonomy(config: Union[str, Config],
@@ -112,6 +113,7 @@ def load_for_sampling(
         if peft:
             # Checked against its meta.peft; frozen tensors are the base's.
             state = peft_state_dict(model, ckpt, weights)
+        require_shapes(state, model.state_dict(), weights)
         # A PEFT state may hold tensors of a wider trainable set than the
         # config's (e.g. the EMA of a tensor this config freezes).
         model.load_state_dict(state, strict=not peft)

@@ -1,5 +1,6 @@
 """Checkpoint files: official DiT weights in, PEFT deltas out and in."""
 import json
+import os.path as osp
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
@@ -10,6 +11,7 @@ from torch import Tensor, nn
 
 from ..datasets.taxonomy import Taxonomy, TaxonomyLike, taxonomy_of
 from .ema import ema_key
+from .peft import NEVER_TRAINABLE
 
 DELTA_FORMAT = 'finediffusion-delta/1'
 
@@ -19,6 +21,10 @@ IMAGENET_TABLE = 'y_embedder.embedding_table.weight'
 
 # The taxonomy: the superclass id of each subclass, a buffer of the table.
 TAXONOMY_KEY = 'backbone.y_embedder.sub2super'
+
+# The tiered class table in a FineDiffusion state dict. Never the base's
+# (whose rows are ImageNet's classes): trained weights must always hold it.
+CLASS_TABLE_KEY = f'backbone.{IMAGENET_TABLE}'
 
 # Where versions before the fix saved the averaged module's whole state dict.
 _STALE_EMA = 'ema._paired.'
@@ -181,6 +187,72 @@ def require_shapes(state: Dict[str, Tensor], own: Dict[str, Tensor],
             f'{shown}{more}')
 
 
+def require_backbone(model: nn.Module, held: Iterable[str],
+                     source: str) -> None:
+    """Checks that trained weights and the model's base together give every
+    backbone tensor, so that none is left at its random initialization.
+
+    The class table must always be held: it is new, never the base DiT's.
+    Every other backbone tensor the weights lack (the frozen ones of a PEFT
+    run) comes from the base, which the model holds only when it was built
+    with ``backbone.pretrained``; the fixed sin-cos position embedding
+    (:data:`NEVER_TRAINABLE`) needs neither.
+
+    Args:
+        model (nn.Module): The FineDiffusion that the weights go into.
+        held (iterable of str): The keys of the weights' state dict
+            (``backbone.*`` among them).
+        source (str): The weights' file, for messages.
+
+    Raises:
+        ValueError: When the class table is missing, or the model has no
+            base and a backbone tensor is missing; the message names the
+            file and the keys.
+    """
+    held = set(held)
+    if CLASS_TABLE_KEY not in held:
+        raise ValueError(
+            f'{source} lacks the class table {CLASS_TABLE_KEY}, which never '
+            'comes from the base DiT (its rows are ImageNet classes): were '
+            "the weights trained with 'y_embedder.*' frozen?")
+    if getattr(model.backbone, 'pretrained', None):
+        return
+    needed = [f'backbone.{name}'
+              for name, _ in model.backbone.named_parameters()
+              if name not in NEVER_TRAINABLE]
+    missing = [key for key in needed if key not in held]
+    if missing:
+        raise ValueError(
+            f"{source} holds {len(needed) - len(missing)} of the backbone's "
+            f'{len(needed)} tensors; the other {len(missing)} (frozen, e.g. '
+            f'{missing[0]}) come from the base DiT, which the model lacks: '
+            'set model.backbone.pretrained (or pass --base to '
+            'tools/sample.py, tools/merge_delta.py)')
+
+
+def check_output(out: str, inputs: Iterable[Optional[str]]) -> None:
+    """Refuses an output path that is one of the inputs, before anything is
+    written (writing it would replace the input).
+
+    Args:
+        out (str): The output file.
+        inputs (iterable of str or None): The input files; None is skipped.
+
+    Raises:
+        ValueError: Naming the path, when ``out`` is (resolves to, or is a
+            link to) one of the inputs.
+    """
+    for path in inputs:
+        if path is None:
+            continue
+        same = (osp.samefile(out, path) if osp.exists(out)
+                and osp.exists(path) else
+                osp.realpath(out) == osp.realpath(path))
+        if same:
+            raise ValueError(f'the output {out} is the input {path}: '
+                             'choose another output path')
+
+
 def peft_state_dict(model: nn.Module,
                     checkpoint: dict,
                     source: str,
@@ -207,7 +279,8 @@ def peft_state_dict(model: nn.Module,
 
     Raises:
         ValueError: When a declared (or required trained) tensor is
-            missing; the message names the keys.
+            missing, or one that neither the checkpoint nor the model's base
+            gives (:func:`require_backbone`); the message names the keys.
     """
     peft = checkpoint['meta']['peft']
     state = dict(checkpoint['state_dict'])
@@ -226,6 +299,7 @@ def peft_state_dict(model: nn.Module,
         require_keys(state, [f'backbone.{name}' for name in model.trainable],
                      f'{source} lacks tensors that the model trains (was it '
                      'trained with another `trainable` set?)')
+    require_backbone(model, state, source)
     own = model.state_dict()
     if model.ema is not None and not has_ema:
         print_log(f'{source} holds no EMA (its run had model.ema_decay='
@@ -261,10 +335,11 @@ def export_delta(checkpoint: str, out: str, use_ema: bool = True) -> dict:
         (``taxonomy``) among them.
 
     Raises:
-        ValueError: When the checkpoint was not written with
-            :class:`PEFTFreezeHook`, or lacks a tensor its ``meta.peft``
-            declares (the message names them).
+        ValueError: When ``out`` is ``checkpoint``, the checkpoint was
+            not written with :class:`PEFTFreezeHook`, or lacks a tensor its
+            ``meta.peft`` declares (the message names them).
     """
+    check_output(out, [checkpoint])
     ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
     meta = ckpt.get('meta', {})
     if 'peft' not in meta:
@@ -306,9 +381,10 @@ def load_delta(model: nn.Module, path: str) -> List[str]:
 
     Raises:
         ValueError: When the delta lacks a tensor that its metadata
-            (``trainable``) declares, or a key is unknown or has another
-            shape (e.g. a delta trained for another number of classes); the
-            message names the keys.
+            (``trainable``) declares, or one that neither it nor the model's
+            base gives (:func:`require_backbone`), or a key is unknown or has
+            another shape (e.g. a delta trained for another number of
+            classes); the message names the keys.
     """
     tensors = load_file(path)
     with safe_open(path, framework='pt') as f:
@@ -317,6 +393,7 @@ def load_delta(model: nn.Module, path: str) -> List[str]:
         require_keys(tensors, delta_keys(json.loads(metadata['trainable'])),
                      f'{path} lacks tensors that its metadata declares '
                      '(trainable, taxonomy)')
+    require_backbone(model, tensors, path)
     own = model.state_dict()
     for key, value in tensors.items():
         if key not in own:
@@ -331,10 +408,6 @@ def load_delta(model: nn.Module, path: str) -> List[str]:
         # Sampling uses the EMA: it must hold the delta's weights too.
         model.ema.copy_from(model.backbone)
     return sorted(tensors)
-
-
-# Where the model keeps its sub->super table, in a FineDiffusion state dict.
-TAXONOMY_KEY = 'backbone.y_embedder.sub2super'
 
 
 def checkpoint_taxonomy(checkpoint: dict) -> Optional[TaxonomyLike]:

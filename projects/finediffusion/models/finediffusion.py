@@ -16,6 +16,9 @@ from .solvers import build_solver, solver_sample_loop
 
 ModelType = Union[dict, nn.Module]
 
+# The tiered class table, a backbone parameter.
+CLASS_TABLE = 'y_embedder.embedding_table.weight'
+
 # SD-VAE latent scale used by DiT (and by Stable Diffusion 1.x).
 SD_VAE_SCALE = 0.18215
 
@@ -45,8 +48,10 @@ class FineDiffusion(BaseModel):
             space. Defaults to None.
         trainable (str or list[str]): A preset of :data:`peft.PRESETS`
             ('finediffusion', 'bitfit', 'difffit', 'full') or fnmatch
-            patterns over backbone parameter names. Defaults to
-            'finediffusion'.
+            patterns over backbone parameter names; it must include the
+            class table (``y_embedder.embedding_table.weight``), which is
+            new, so 'bitfit' alone is refused: BitFit of a new taxonomy is
+            ``['y_embedder.*', '*.bias']``. Defaults to 'finediffusion'.
         ema_decay (float, optional): Decay of the EMA of the trainable
             parameters; None keeps no EMA. Defaults to 0.9999 (DiT).
         diffusion (dict): The :class:`DiTDiffusion` config; its
@@ -80,6 +85,7 @@ class FineDiffusion(BaseModel):
             than a :class:`TieredDataPreprocessor` with
             ``output_channel_order='RGB'``: MMagic's own takes the inputs of
             our pipelines (packed from ``gt``) as BGR, whatever the loader.
+            If ``trainable`` leaves the class table frozen.
     """
 
     def __init__(self,
@@ -104,6 +110,16 @@ class FineDiffusion(BaseModel):
         if self.vae is not None:
             self.vae.requires_grad_(False)
         self.trainable = apply_trainable(self.backbone, trainable)
+        if CLASS_TABLE not in self.trainable:
+            # The table is new (the base DiT's rows are ImageNet's classes,
+            # never loaded): frozen, it would stay at its random init, which
+            # checkpoints and deltas, holding only trained tensors, do not
+            # save, so that every load would condition on other noise.
+            raise ValueError(
+                f'trainable={trainable!r} leaves the class table '
+                f'({CLASS_TABLE}) frozen at its random initialization; add '
+                "'y_embedder.*' (BitFit of a new taxonomy: "
+                "['y_embedder.*', '*.bias'])")
         self.ema = (TrainableEMA(self.backbone, self.trainable, ema_decay)
                     if ema_decay is not None else None)
         # A backbone without variance channels (learn_sigma=False) is
