@@ -67,3 +67,18 @@ def test_resume_of_a_wrong_shaped_tensor_is_refused(
             and f'{key} (checkpoint {wrong}, model {shape})' in run.stderr
             ), run.stderr[-3000:]
     assert not osp.exists(tmp_path / 'work' / 'iter_2.pth')
+
+
+def test_sample_tool_names_a_checkpoint_of_another_architecture(
+        toy_root, fixed_variance_checkpoint, tmp_path):
+    """tools/sample.py loads a .pth outside MMEngine: the same refusal."""
+    out = tmp_path / 'samples'
+    run = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools/sample.py'), TINY_CONFIG,
+         fixed_variance_checkpoint, '--classes', '0', '-n', '1', '--steps',
+         '2', '--out', str(out)], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert (f'{fixed_variance_checkpoint}: ' in run.stderr
+            and 'backbone.final_layer.linear.weight (checkpoint [48, 64], '
+            'model [96, 64])' in run.stderr), run.stderr[-3000:]
+    assert not osp.exists(out)
