@@ -110,7 +110,7 @@ class FineDiffusion(BaseModel):
         if self.vae is not None:
             self.vae.requires_grad_(False)
         self.trainable = apply_trainable(self.backbone, trainable)
-        if CLASS_TABLE not in self.trainable:
+        if not self.backbone.y_embedder.embedding_table.weight.requires_grad:
             # The table is new (the base DiT's rows are ImageNet's classes,
             # never loaded): frozen, it would stay at its random init, which
             # checkpoints and deltas, holding only trained tensors, do not
