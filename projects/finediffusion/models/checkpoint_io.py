@@ -139,6 +139,12 @@ def _declares_ema(peft: dict, state: Dict[str, Tensor]) -> bool:
                for k in state)
 
 
+def _listed(items: Sequence[str], shown: int = 10) -> str:
+    """The first ``shown`` items, comma-separated, and how many more."""
+    more = len(items) - shown
+    return ', '.join(items[:shown]) + (f' and {more} more' if more > 0 else '')
+
+
 def require_keys(held: Iterable[str], keys: Sequence[str], what: str) -> None:
     """Raises ValueError naming the ``keys`` that ``held`` lacks.
 
@@ -150,10 +156,8 @@ def require_keys(held: Iterable[str], keys: Sequence[str], what: str) -> None:
     held = set(held)
     missing = [k for k in keys if k not in held]
     if missing:
-        shown = ', '.join(missing[:10])
-        more = f' and {len(missing) - 10} more' if len(missing) > 10 else ''
         raise ValueError(f'{what}: {len(missing)} of {len(keys)} missing: '
-                         f'{shown}{more}')
+                         f'{_listed(missing)}')
 
 
 def require_shapes(state: Dict[str, Tensor], own: Dict[str, Tensor],
@@ -179,12 +183,10 @@ def require_shapes(state: Dict[str, Tensor], own: Dict[str, Tensor],
              if key in own and hasattr(value, 'shape')
              and value.shape != own[key].shape]
     if wrong:
-        shown = ', '.join(wrong[:10])
-        more = f' and {len(wrong) - 10} more' if len(wrong) > 10 else ''
         raise ValueError(
             f'{source}: {len(wrong)} tensors have another shape than the '
             f"model's (was it trained with another architecture?): "
-            f'{shown}{more}')
+            f'{_listed(wrong)}')
 
 
 def require_backbone(model: nn.Module, held: Iterable[str],

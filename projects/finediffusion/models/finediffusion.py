@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from mmagic.models.data_preprocessors import DataPreprocessor
 from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
 from mmagic.structures import DataSample
+from .checkpoint_io import IMAGENET_TABLE
 from .data_preprocessor import TieredDataPreprocessor
 from .ema import TrainableEMA
 from .guidance import FineGrainedCFG
@@ -15,9 +16,6 @@ from .peft import apply_trainable
 from .solvers import build_solver, solver_sample_loop
 
 ModelType = Union[dict, nn.Module]
-
-# The tiered class table, a backbone parameter.
-CLASS_TABLE = 'y_embedder.embedding_table.weight'
 
 # SD-VAE latent scale used by DiT (and by Stable Diffusion 1.x).
 SD_VAE_SCALE = 0.18215
@@ -117,7 +115,7 @@ class FineDiffusion(BaseModel):
             # save, so that every load would condition on other noise.
             raise ValueError(
                 f'trainable={trainable!r} leaves the class table '
-                f'({CLASS_TABLE}) frozen at its random initialization; add '
+                f'({IMAGENET_TABLE}) frozen at its random initialization; add '
                 "'y_embedder.*' (BitFit of a new taxonomy: "
                 "['y_embedder.*', '*.bias'])")
         self.ema = (TrainableEMA(self.backbone, self.trainable, ema_decay)
