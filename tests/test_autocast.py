@@ -1,4 +1,6 @@
-"""FineDiffusion(autocast=...): the backbone in bf16, the diffusion in fp32."""
+"""FineDiffusion's precision: its own autocast (the backbone in bf16, the
+diffusion in fp32), the caller's autocast left in force, bf16 weights for
+sampling, and the compiled backbone."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,13 +10,13 @@ from finediffusion.models.tiered_dit import Attention
 from test_tiered_dit import SMALL, SUB2SUPER
 
 
-def _model(autocast=None):
+def _model(autocast=None, **kwargs):
     torch.manual_seed(0)
     backbone = TieredDiT(num_classes=len(SUB2SUPER), sub2super=SUB2SUPER,
                          arch=SMALL, patch_size=2,
                          input_size=8, in_channels=3, null_prob=0.1)
     return FineDiffusion(backbone, trainable='full', autocast=autocast,
-                         data_preprocessor=None)
+                         data_preprocessor=None, **kwargs)
 
 
 def test_the_backbone_runs_in_bf16_and_the_loss_in_fp32():
@@ -70,3 +72,99 @@ def test_cpu_attention_in_bf16_is_computed_in_float32():
 def test_autocast_must_name_a_floating_dtype(value):
     with pytest.raises(ValueError, match='autocast must name'):
         _model(value)
+
+
+def _record_linear_dtypes(backbone):
+    """Output dtypes of every linear layer of the backbone, as they run."""
+    seen = []
+    for module in backbone.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(
+                lambda module, args, out: seen.append(out.dtype))
+    return seen
+
+
+@pytest.mark.parametrize('autocast', [None, dict(cuda='bfloat16')])
+def test_the_callers_autocast_reaches_the_backbone_in_training(autocast):
+    """With no autocast of its own on this device, the model leaves the
+    caller's in force (a disabled torch.autocast would switch it off)."""
+    model = _model(autocast)
+    seen = _record_linear_dtypes(model.backbone)
+    x0 = torch.rand(4, 3, 8, 8) * 2 - 1
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        loss = model.latent_loss(x0, torch.tensor([0, 1, 2, 3]))
+    assert seen and set(seen) == {torch.bfloat16}
+    assert loss['loss'].dtype == torch.float32
+
+
+def test_the_callers_autocast_reaches_the_backbone_in_sampling():
+    model = _model().eval()
+    seen = _record_linear_dtypes(model.backbone)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        images = model.sample(torch.tensor([0, 4]), num_steps=2)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert images.dtype == torch.float32
+
+
+def test_an_autocast_for_another_device_leaves_the_cpu_in_float32():
+    model = _model(dict(cuda='bfloat16'))
+    seen = _record_linear_dtypes(model.backbone)
+    model.latent_loss(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))
+    assert seen and set(seen) == {torch.float32}
+
+
+def test_bf16_weights_sample_in_bf16():
+    model = _model().eval()
+    model.cast_backbone(torch.bfloat16)
+    seen = _record_linear_dtypes(model.backbone)
+    images = model.sample(torch.tensor([0, 4]), num_steps=2)
+    assert set(seen) == {torch.bfloat16}
+    assert images.dtype == torch.float32 and torch.isfinite(images).all()
+    assert all(b.dtype == torch.bfloat16 for b in model.ema.buffers())
+
+
+def test_amp_reaches_the_backbone_through_the_runner(tiny_cfg, monkeypatch):
+    """tools/train.py --amp builds MMEngine's AmpOptimWrapper in bf16, whose
+    autocast must reach the backbone's matrix products (MMEngine refuses
+    the wrapper without a GPU: it is told there is one, and its autocast
+    then runs on the CPU)."""
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+    from mmengine.runner import Runner
+    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available',
+                        lambda: True)
+    tiny_cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    tiny_cfg.optim_wrapper.dtype = 'bfloat16'
+    tiny_cfg.train_cfg.max_iters = 1
+    runner = Runner.from_cfg(tiny_cfg)
+    seen = _record_linear_dtypes(runner.model.backbone)
+    runner.train()
+    assert seen and set(seen) == {torch.bfloat16}
+
+
+def test_compile_runs_the_backbone_compiled_with_the_eager_loss():
+    """compile=dict(devices=('cpu', ), ...) compiles in place on the first
+    step (state-dict names unchanged); the default leaves CPUs eager."""
+    eager = _model()
+    compiled = _model(compile=dict(devices=('cpu', ), backend='aot_eager'))
+    keys = set(compiled.state_dict())
+    x0, labels = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    torch.manual_seed(1)
+    expected = eager.latent_loss(x0, labels)['loss']
+    torch.manual_seed(1)
+    loss = compiled.latent_loss(x0, labels)['loss']
+    assert compiled.backbone._compiled_call_impl is not None
+    assert set(compiled.state_dict()) == keys
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    loss.backward()
+    assert compiled.backbone.y_embedder.embedding_table.weight.grad is not None
+
+    on_gpus = _model(compile=True)
+    on_gpus.latent_loss(x0, labels)
+    assert on_gpus.backbone._compiled_call_impl is None
+
+
+@pytest.mark.parametrize('compile', [dict(devices=('tpu', )),
+                                     dict(devices='cuda')])
+def test_compile_refuses_unknown_devices(compile):
+    with pytest.raises(ValueError, match='compile devices'):
+        _model(compile=compile)

@@ -1,6 +1,6 @@
 """Runner-side parts of FineDiffusion: hooks, the optimizer constructor,
 exact resumption (the training loop, its sampler, random states) and
-CPU-only distributed runs."""
+CPU-only distributed runs, throughput measurement."""
 from .hooks import PEFTFreezeHook, TrainableEMAHook
 from .loops import ResumableIterBasedTrainLoop
 from .nonfinite import (FiniteAmpOptimWrapper, FiniteOptimWrapper,
@@ -8,11 +8,12 @@ from .nonfinite import (FiniteAmpOptimWrapper, FiniteOptimWrapper,
 from .optimizer import PEFTOptimWrapperConstructor
 from .resume import ResumeRandomStateHook, latest_checkpoint
 from .sampler import ResumableInfiniteSampler, SampleIndex
+from .throughput import FullEMAHook, ThroughputHook
 
 __all__ = [
     'FiniteAmpOptimWrapper', 'FiniteOptimWrapper', 'FiniteStepMixin',
-    'NonFiniteError', 'PEFTFreezeHook', 'PEFTOptimWrapperConstructor',
-    'ResumableInfiniteSampler', 'ResumableIterBasedTrainLoop',
-    'ResumeRandomStateHook', 'SampleIndex', 'TrainableEMAHook',
-    'latest_checkpoint'
+    'FullEMAHook', 'NonFiniteError', 'PEFTFreezeHook',
+    'PEFTOptimWrapperConstructor', 'ResumableInfiniteSampler',
+    'ResumableIterBasedTrainLoop', 'ResumeRandomStateHook', 'SampleIndex',
+    'ThroughputHook', 'TrainableEMAHook', 'latest_checkpoint'
 ]

@@ -1,5 +1,6 @@
 """FineDiffusion: a pretrained DiT fine-tuned to a two-tier taxonomy."""
-from typing import Dict, List, Optional, Sequence, Union
+from contextlib import nullcontext
+from typing import ContextManager, Dict, List, Optional, Sequence, Union
 
 import torch
 from mmengine.model import BaseModel
@@ -64,13 +65,24 @@ class FineDiffusion(BaseModel):
             setting, respaced DDPM).
         latent_scale (float): Factor applied to VAE latents. Defaults to
             0.18215 (SD-VAE).
-        autocast (str, optional): Runs the backbone under ``torch.autocast``
-            in this dtype (e.g. 'bfloat16') on its inputs' device, in
-            training and sampling; the diffusion arithmetic stays float32.
-            On CPUs with bf16 matrix units (AMX) it trains the demo's
-            TieredDiT about 1.25x faster. On GPUs, MMEngine's
-            ``AmpOptimWrapper`` (``--amp``) does this for training, but it
-            refuses CPUs. Defaults to None (the parameters' dtype).
+        autocast (str or dict, optional): Runs the backbone and the VAE
+            under ``torch.autocast`` in this dtype (e.g. 'bfloat16'), in
+            training and sampling; the diffusion arithmetic and the VAE
+            posterior stay float32. A dict gives a dtype per device type,
+            e.g. ``dict(cuda='bfloat16')``: bf16 on GPUs while CPU runs
+            keep the parameters' dtype. On CPUs with bf16 matrix units
+            (AMX) bf16 trains the demo's TieredDiT about 1.25x faster.
+            None, or a device type the dict does not name, leaves the
+            caller's precision in force: an enclosing autocast (MMEngine's
+            ``AmpOptimWrapper``, ``--amp``) applies unchanged. Defaults to
+            None.
+        compile (bool or dict): Compiles the backbone with
+            ``torch.compile`` (in place, so parameter and state-dict names
+            stay DiT's) the first time it runs on a device type of
+            ``devices``. A dict holds ``devices`` (default ``('cuda', )``:
+            on the CPU, inductor builds C++ for minutes, longer than the
+            short CPU runs) and the keyword arguments of ``torch.compile``
+            (``mode``, ``backend``, ...). Defaults to False.
         data_preprocessor (dict, optional): Defaults to
             :class:`TieredDataPreprocessor` (MMagic's, images to [-1, 1] in
             RGB, with a fast path for training batches). None (MMEngine's,
@@ -79,7 +91,9 @@ class FineDiffusion(BaseModel):
         init_cfg (dict, optional): Initialization config. Defaults to None.
 
     Raises:
-        ValueError: If ``data_preprocessor`` is an MMagic preprocessor other
+        ValueError: If ``autocast`` names no floating dtype or ``compile``
+            a device type other than 'cpu' or 'cuda'.
+            If ``data_preprocessor`` is an MMagic preprocessor other
             than a :class:`TieredDataPreprocessor` with
             ``output_channel_order='RGB'``: MMagic's own takes the inputs of
             our pipelines (packed from ``gt``) as BGR, whatever the loader.
@@ -96,7 +110,8 @@ class FineDiffusion(BaseModel):
                  sampler: Optional[dict] = None,
                  sample_steps: int = 250,
                  latent_scale: float = SD_VAE_SCALE,
-                 autocast: Optional[str] = None,
+                 autocast: Union[str, Dict[str, str], None] = None,
+                 compile: Union[bool, dict] = False,
                  data_preprocessor: Optional[dict] = dict(
                      type='TieredDataPreprocessor'),
                  init_cfg: Optional[dict] = None) -> None:
@@ -138,17 +153,34 @@ class FineDiffusion(BaseModel):
         self.sampler = sampler
         self.sample_steps = sample_steps
         self.latent_scale = latent_scale
-        self.autocast_dtype = None
-        if autocast is not None:
-            self.autocast_dtype = getattr(torch, str(autocast), None)
-            if not (isinstance(self.autocast_dtype, torch.dtype)
-                    and self.autocast_dtype.is_floating_point):
-                raise ValueError('autocast must name a floating torch dtype '
-                                 f"such as 'bfloat16', got {autocast!r}")
+        self.autocast_dtypes = _autocast_dtypes(autocast)
+        self.compile_options = _compile_options(compile)
 
-    def _autocast(self, device: torch.device) -> torch.autocast:
-        return torch.autocast(device.type, dtype=self.autocast_dtype,
-                              enabled=self.autocast_dtype is not None)
+    def _autocast(self, device: torch.device) -> ContextManager:
+        """The model's autocast on ``device``, or no context at all: a
+        disabled ``torch.autocast`` would switch off the caller's."""
+        dtype = self.autocast_dtypes.get(device.type)
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(device.type, dtype=dtype)
+
+    def _prepare_backbone(self, device: torch.device) -> None:
+        """Compiles the backbone before its first run on a device type of
+        ``compile``'s ``devices`` (once: later calls reuse the graphs)."""
+        options = self.compile_options
+        if (options is not None and device.type in options['devices']
+                and getattr(self.backbone, '_compiled_call_impl',
+                            None) is None):
+            self.backbone.compile(**options['kwargs'])
+
+    def cast_backbone(self, dtype: torch.dtype) -> None:
+        """Casts the backbone's weights and their EMA to ``dtype`` (e.g. bf16
+        weights for sampling, which spares autocast's per-call casts of the
+        frozen weights). For inference only: training keeps float32 master
+        weights, which the optimizer holds."""
+        self.backbone.to(dtype)
+        if self.ema is not None:
+            self.ema.to(dtype)
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
@@ -156,11 +188,11 @@ class FineDiffusion(BaseModel):
         VAE)."""
         if self.vae is None:
             return images
-        # In the VAE's dtype (an fp16 VAE takes fp16 images), returned as
-        # float32 as decode does.
-        dtype = next(self.vae.parameters()).dtype
-        latents = self.vae.encode(images.to(dtype)).latent_dist.sample()
-        return latents.float() * self.latent_scale
+        with self._autocast(images.device):
+            posterior = encode_posterior(self.vae, images)
+        # torch.randn over the shape, as diffusers' posterior sample.
+        noise = torch.randn(posterior[0].shape, device=images.device)
+        return (posterior[0] + posterior[1] * noise) * self.latent_scale
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
@@ -168,8 +200,9 @@ class FineDiffusion(BaseModel):
         if self.vae is None:
             return latents
         dtype = next(self.vae.parameters()).dtype
-        return self.vae.decode(
-            (latents / self.latent_scale).to(dtype)).sample.float()
+        with self._autocast(latents.device):
+            images = self.vae.decode((latents / self.latent_scale).to(dtype))
+        return images.sample.float()
 
     def loss(self, inputs: Optional[Tensor],
              data_samples: DataSample) -> Dict[str, Tensor]:
@@ -233,6 +266,7 @@ class FineDiffusion(BaseModel):
         """DiT's hybrid loss on (scaled) latents and subclass labels."""
         rows = self.backbone.y_embedder.drop_labels(labels)
         t = self.diffusion.sample_timesteps(len(x0), x0.device)
+        self._prepare_backbone(x0.device)
 
         def backbone(xt: Tensor, steps: Tensor) -> Tensor:
             with self._autocast(xt.device):
@@ -288,6 +322,7 @@ class FineDiffusion(BaseModel):
 
         # The sampler's state stays float32 when the backbone runs in bf16.
         dtype = self.backbone.pos_embed.dtype
+        self._prepare_backbone(labels.device)
 
         def model_fn(x: Tensor, t: Tensor) -> Tensor:
             with self._autocast(x.device):
@@ -361,6 +396,62 @@ class FineDiffusion(BaseModel):
     @staticmethod
     def _labels(data_samples: DataSample, device: torch.device) -> Tensor:
         return data_samples.gt_label.label.to(device).long().flatten()
+
+
+def encode_posterior(vae: nn.Module, images: Tensor):
+    """The VAE posterior of images, in float32.
+
+    The encoder runs in the VAE's dtype (an fp16 VAE takes fp16 images) or
+    the caller's autocast; the posterior is formed from its moments in
+    float32 (as ``DiagonalGaussianDistribution``: log-variance clamped to
+    [-30, 20]), so that bf16 convolutions round the moments once, not the
+    standard deviation's exponential too.
+
+    Args:
+        vae (nn.Module): A diffusers ``AutoencoderKL`` (or MMagic's wrapper
+            of one).
+        images (Tensor): RGB in [-1, 1], (N, 3, H, W).
+
+    Returns:
+        tuple[Tensor, Tensor]: Mean and standard deviation of the unscaled
+        latents, float32, (N, C, H / f, W / f).
+    """
+    dtype = next(vae.parameters()).dtype
+    moments = vae.encoder(images.to(dtype))
+    if getattr(vae, 'quant_conv', None) is not None:
+        moments = vae.quant_conv(moments)
+    mean, logvar = moments.float().chunk(2, dim=1)
+    return mean, torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+
+
+def _autocast_dtypes(autocast) -> Dict[str, torch.dtype]:
+    """``autocast`` as {device type: dtype}; a plain dtype name holds for
+    every device type."""
+    if autocast is None:
+        return {}
+    per_device = (dict(autocast) if isinstance(autocast, dict) else
+                  dict(cpu=autocast, cuda=autocast))
+    dtypes = {}
+    for device, name in per_device.items():
+        dtype = getattr(torch, str(name), None)
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError('autocast must name a floating torch dtype '
+                             f"such as 'bfloat16', got {name!r}")
+        dtypes[device] = dtype
+    return dtypes
+
+
+def _compile_options(compile) -> Optional[dict]:
+    """``compile`` as {devices, kwargs of torch.compile}, None when off."""
+    if compile is False or compile is None:
+        return None
+    options = {} if compile is True else dict(compile)
+    devices = tuple(options.pop('devices', ('cuda', )))
+    unknown = [d for d in devices if d not in ('cpu', 'cuda')]
+    if unknown:
+        raise ValueError(f"compile devices must be 'cpu' or 'cuda', got "
+                         f'{unknown}')
+    return dict(devices=devices, kwargs=options)
 
 
 def _check_rgb(preprocessor: nn.Module) -> None:

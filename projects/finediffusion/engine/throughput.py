@@ -1,0 +1,151 @@
+"""Throughput of a training run, measured inside the Runner, and DiT's
+EMA of every parameter for the upstream-style reference."""
+import json
+import os.path as osp
+import time
+from collections import Counter
+from typing import List, Optional
+
+import torch
+from mmengine.dist import get_world_size, is_main_process
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from mmagic.registry import HOOKS
+from ..models.peft import trainable_count
+
+# Operators whose input dtype is the precision of the backbone's matrix
+# products (linear layers, attention, the patch embedding).
+MATRIX_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm',
+              'aten::_scaled_mm', 'aten::cudnn_convolution',
+              'aten::_convolution', 'aten::mkldnn_convolution',
+              'aten::_scaled_dot_product_flash_attention',
+              'aten::_scaled_dot_product_efficient_attention',
+              'aten::_scaled_dot_product_cudnn_attention',
+              'aten::_scaled_dot_product_flash_attention_for_cpu')
+
+
+def _unwrap(model):
+    return model.module if is_model_wrapper(model) else model
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+@HOOKS.register_module()
+class ThroughputHook(Hook):
+    """Writes ``throughput.json`` to the work dir when training ends: images
+    per second over the iterations after ``warmup``, the share of each
+    iteration spent waiting for data, peak GPU memory, the trainable share
+    of the backbone, whether it is compiled, and the dtypes the matrix
+    products ran in (from the profiler, over iteration ``warmup``, with its
+    backward).
+
+    Each iteration is timed to its end on the device (a synchronisation per
+    iteration, which the optimizer's finiteness check makes anyway).
+
+    Args:
+        warmup (int): Iterations left out of the figures (compilation,
+            cuDNN's autotuning, allocator growth). Defaults to 10.
+        out (str): File name in the work dir. Defaults to
+            'throughput.json'.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self, warmup: int = 10, out: str = 'throughput.json') -> None:
+        self.warmup = warmup
+        self.out = out
+        self.iter_s: List[float] = []
+        self.data_s: List[float] = []
+        self.matrix_dtypes: Counter = Counter()
+        self._profiler: Optional[torch.profiler.profile] = None
+        self._end = None
+
+    def before_train(self, runner) -> None:
+        _sync()
+        self._end = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        self._fetched = time.perf_counter()
+        if runner.iter == self.warmup:
+            self._profiler = torch.profiler.profile(record_shapes=True)
+            self._profiler.__enter__()
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        _sync()
+        now = time.perf_counter()
+        if self._profiler is not None:
+            self._profiler.__exit__(None, None, None)
+            for event in self._profiler.events():
+                if event.name in MATRIX_OPS:
+                    dtypes = {d for d in event.input_dtypes
+                              if d and d != 'Scalar'}
+                    self.matrix_dtypes['/'.join(sorted(dtypes))] += 1
+            self._profiler = None
+        elif runner.iter >= self.warmup:
+            self.iter_s.append(now - self._end)
+            self.data_s.append(self._fetched - self._end)
+        self._end = now
+
+    def after_train(self, runner) -> None:
+        if not self.iter_s:
+            return
+        model = _unwrap(runner.model)
+        batch = runner.train_dataloader.batch_size * get_world_size()
+        steady = sorted(self.iter_s)[len(self.iter_s) // 2]
+        trainable, total = trainable_count(model.backbone)
+        compile_options = getattr(model, 'compile_options', None)
+        report = dict(
+            iterations=len(self.iter_s),
+            batch_size=batch,
+            img_per_s=round(batch / steady, 1),
+            median_iter_s=round(steady, 4),
+            data_time_share=round(sum(self.data_s) / sum(self.iter_s), 4),
+            peak_memory_gib=(round(torch.cuda.max_memory_allocated() / 2**30,
+                                   2) if torch.cuda.is_available() else None),
+            trainable_share=round(trainable / total, 5),
+            compiled=getattr(model.backbone, '_compiled_call_impl',
+                             None) is not None,
+            compile_devices=(list(compile_options['devices'])
+                             if compile_options else []),
+            matrix_dtypes=dict(self.matrix_dtypes),
+            optim_wrapper=type(runner.optim_wrapper).__name__)
+        runner.logger.info(f'throughput: {json.dumps(report)}')
+        if is_main_process():
+            with open(osp.join(runner.work_dir, self.out), 'w') as f:
+                json.dump(report, f, indent=1)
+
+
+@HOOKS.register_module()
+class FullEMAHook(Hook):
+    """DiT's EMA of every backbone parameter, one tensor at a time after
+    each step, as the upstream training script updates it; the average is
+    not saved. The upstream-style reference of ``tools/benchmark.py``
+    (FineDiffusion's own EMA averages the trainable tensors only).
+
+    Args:
+        decay (float): Defaults to 0.9999.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, decay: float = 0.9999) -> None:
+        self.decay = decay
+
+    def before_train(self, runner) -> None:
+        backbone = _unwrap(runner.model).backbone
+        self.params = list(backbone.parameters())
+        self.average = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        for average, param in zip(self.average, self.params):
+            average.mul_(self.decay).add_(param, alpha=1 - self.decay)
