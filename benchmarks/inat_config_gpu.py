@@ -20,68 +20,20 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-import torch
-from PIL import Image
+import finediffusion  # noqa: F401,I001  (compatibility fixes first)
+from finediffusion.stand_ins import (write_inat, write_inception,
+                                     write_official_dit, write_sd_vae)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def write_inat(root: str, num_images: int) -> None:
-    """iNat-format train_mini.json / val.json and random JPEG images."""
-    rng = np.random.default_rng(0)
-    categories = [dict(id=i, name=f'Genus{i // 7} species{i}',
-                       common_name=f'thing {i}',
-                       supercategory=f'Group{i % 11}',
-                       image_dir_name=f'{i:05d}_g{i}') for i in range(10000)]
-    for split, count in (('train_mini', num_images), ('val', 256)):
-        images, annotations = [], []
-        for k in range(count):
-            cat = int(rng.integers(10000))
-            name = f'{split}/{cat:05d}_g{cat}/{k}.jpg'
-            os.makedirs(osp.join(root, osp.dirname(name)), exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (300, 400, 3),
-                                         dtype=np.uint8)).save(
-                                             osp.join(root, name))
-            images.append(dict(id=k, file_name=name, latitude=float('nan')))
-            annotations.append(dict(id=k, image_id=k, category_id=cat))
-        with open(osp.join(root, f'{split}.json'), 'w') as f:
-            json.dump(dict(images=images, annotations=annotations,
-                           categories=categories), f)
-
-
-def write_weights(root: str) -> None:
+def write_weights(root: str, backbone: dict) -> None:
     """Random DiT-XL-2-256 in the official layout, a random SD-VAE folder
     and a random TorchScript stand-in for FID's Inception."""
-    from diffusers import AutoencoderKL
-
-    from finediffusion.models import TieredDiT
-    with torch.device('cuda'):
-        dit = TieredDiT(num_classes=1000, sub2super=[0] * 1000, arch='XL',
-                        affine_norms=False)
-    state = {k: v.cpu() for k, v in dit.state_dict().items()
-             if k != 'y_embedder.sub2super'}  # 1001-row table, as released
-    torch.save(state, osp.join(root, 'DiT-XL-2-256x256.pt'))
-    AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=('DownEncoderBlock2D', ) * 4,
-        up_block_types=('UpDecoderBlock2D', ) * 4,
-        block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-        norm_num_groups=32,
-        sample_size=256).save_pretrained(osp.join(root, 'sd-vae-ft-ema'))
-
-    class Inception(torch.nn.Module):
-
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 32, 3, padding=1)
-
-        def forward(self, img: torch.Tensor, return_features: bool = False):
-            x = self.conv(img.float() / 255)
-            return torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
-
-    torch.jit.script(Inception().requires_grad_(False)).save(
-        osp.join(root, 'inception-2015-12-05.pt'))
+    write_official_dit(osp.join(root, 'DiT-XL-2-256x256.pt'), backbone,
+                       'cuda')
+    write_sd_vae(osp.join(root, 'sd-vae-ft-ema'))
+    write_inception(osp.join(root, 'inception-2015-12-05.pt'))
 
 
 def run(args: list, log: str) -> float:
@@ -115,12 +67,12 @@ def main() -> None:
     data, work = osp.join(args.root, 'inat'), osp.join(args.root, 'work')
     t0 = time.perf_counter()
     write_inat(data, args.images)
-    write_weights(args.root)
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'finediffusion_inat.py'))
+    write_weights(args.root, cfg.model.backbone)
     print(json.dumps(dict(step='fixtures',
                           seconds=round(time.perf_counter() - t0, 1))),
           flush=True)
-    from mmengine.config import Config
-    cfg = Config.fromfile(osp.join(REPO, 'configs', 'finediffusion_inat.py'))
     cfg.model.backbone.sub2super.data_root = data
     cfg.train_dataloader.dataset.data_root = data
     cfg.test_dataloader.dataset.data_root = data

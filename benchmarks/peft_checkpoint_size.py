@@ -29,9 +29,8 @@ import sys
 import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-from inat_config_gpu import write_inat  # noqa: E402
+from finediffusion.stand_ins import write_inat
 
 TAXONOMY_KEY = 'backbone.y_embedder.sub2super'
 

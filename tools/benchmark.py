@@ -239,13 +239,21 @@ def main() -> None:
         if cache is not None:
             results.append(dict(config=path, **cache))
             print(json.dumps(results[-1]), flush=True)
+        trained = []
         for setting in settings(args):
-            results.append(train(args, cfg, name, setting, path))
+            try:
+                trained.append(train(args, cfg, name, setting, path))
+            except SystemExit as error:
+                # The other settings still run; the log's end was printed.
+                results.append(dict(config=path, setting=setting[0],
+                                    error=str(error)))
+            else:
+                results.append(trained[-1])
             print(json.dumps(results[-1]), flush=True)
-            if args.sample and setting[0] == 'config':
-                for report in sample(args, results[-1]):
-                    results.append(dict(config=path, **report))
-                    print(json.dumps(results[-1]), flush=True)
+        if args.sample and trained and trained[0]['setting'] == 'config':
+            for report in sample(args, trained[0]):
+                results.append(dict(config=path, **report))
+                print(json.dumps(results[-1]), flush=True)
     with open(osp.join(args.root, 'benchmark.json'), 'w') as f:
         json.dump(dict(device=(torch.cuda.get_device_name()
                                if torch.cuda.is_available() else 'cpu'),
