@@ -14,9 +14,11 @@ given, and its model's data preprocessor, and prints one JSON line:
 - ``samples_per_s_per_worker``: ``samples_per_s`` over the workers (with
   ``--workers 0``, the main process alone);
 - ``main_ms_per_batch``: what a training step waits for in the main
-  process when the workers are ahead (the median over the batches they
-  prefetched): taking a batch from the loader (``fetch_ms``) plus the data
-  preprocessor (``preprocess_ms``, synchronised on a GPU).
+  process, the loader paced as training at the target speed (each batch
+  followed by a model step of ``--step-ms``, by default 1 ms per sample:
+  1,000 img/s); the median of taking a batch from the loader
+  (``fetch_ms``) plus the data preprocessor (``preprocess_ms``,
+  synchronised on a GPU).
 
 Example:
     python benchmarks/latent_loader.py --workers 2 --batch-size 256
@@ -116,14 +118,12 @@ def measure(args: argparse.Namespace) -> dict:
         step()
     rate = args.batches * args.batch_size / (time.perf_counter() - start)
     workers = max(args.workers, 1)
-    if args.workers:
-        # The workers refill their prefetch queues while the main process
-        # waits; the batches they hold then cost the main process only.
-        ahead = workers * loader.prefetch_factor
-        time.sleep(1 + 1.5 * ahead * args.batch_size / rate)
-        times = [step() for _ in range(ahead)]
-    else:
-        times = [step() for _ in range(args.batches)]
+    # Paced as training at the target speed: each batch is followed by a
+    # step of --step-ms, during which the workers work ahead.
+    times = []
+    for _ in range(args.batches):
+        times.append(step())
+        time.sleep(args.step_ms / 1e3)
     fetch = statistics.median(t[0] for t in times) * 1e3
     prep = statistics.median(t[1] for t in times) * 1e3
     main = statistics.median(sum(t) for t in times) * 1e3
@@ -132,7 +132,7 @@ def measure(args: argparse.Namespace) -> dict:
         images=args.images, device=device.type, cpu_cores=os.cpu_count(),
         samples_per_s=round(rate, 1),
         samples_per_s_per_worker=round(rate / workers, 1),
-        main_ms_per_batch=round(main, 2), fetch_ms=round(fetch, 2),
+        step_ms=args.step_ms, main_ms_per_batch=round(main, 2), fetch_ms=round(fetch, 2),
         preprocess_ms=round(prep, 2))
 
 
@@ -147,9 +147,14 @@ def main() -> None:
     parser.add_argument('--batch-size', type=int, default=256)
     parser.add_argument('--batches', type=int, default=20,
                         help='timed batches of the throughput phase')
+    parser.add_argument('--step-ms', type=float, default=None,
+                        help='the model step that paces the loader in the '
+                        'main-process measurement (default: 1 ms a sample)')
     parser.add_argument('--device', default='cuda'
                         if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args()
+    if args.step_ms is None:
+        args.step_ms = float(args.batch_size)
     manifest = osp.join(args.cache, 'manifest.json')
     finished = False
     if osp.isfile(manifest):
