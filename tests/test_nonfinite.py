@@ -116,7 +116,8 @@ def test_cache_refuses_a_nan_latent_naming_the_image(overflowing_vae,
 
 def latent_train_config(tmp_path, cache, iters, interval):
     """configs/finediffusion_tiny_cpu.py on a latent cache, with the data
-    pipeline of configs/finediffusion_inat_latents.py, in data order."""
+    pipeline and collate function of configs/finediffusion_inat_latents.py,
+    in data order."""
     cfg = Config.fromfile(TINY_CONFIG)
     shipped = Config.fromfile(
         osp.join(REPO, 'configs/finediffusion_inat_latents.py'))
@@ -127,6 +128,7 @@ def latent_train_config(tmp_path, cache, iters, interval):
     cfg.train_dataloader.sampler.shuffle = False
     cfg.train_dataloader.dataset = dict(
         spec, pipeline=shipped.train_dataloader.dataset.pipeline)
+    cfg.train_dataloader.collate_fn = shipped.train_dataloader.collate_fn
     cfg.train_cfg.max_iters = iters
     cfg.default_hooks.checkpoint.interval = interval
     cfg.default_hooks.logger.interval = 1

@@ -1,4 +1,5 @@
 """Datasets, taxonomies, transforms and data generators of FineDiffusion."""
+from .collate import stack_collate
 from .hierarchy import HierarchyDataset
 from .inat2021 import INat2021Dataset
 from .latent_dataset import LatentDataset
@@ -11,5 +12,6 @@ from .vegfru import VegFruDataset
 __all__ = [
     'ADMCenterCrop', 'HierarchyDataset', 'INat2021Dataset', 'LatentDataset',
     'LoadLatent', 'LoadTieredImage', 'PickLatentFlip', 'Taxonomy',
-    'VegFruDataset', 'load_taxonomy', 'taxonomy_of', 'write_toy_hierarchy'
+    'VegFruDataset', 'load_taxonomy', 'stack_collate', 'taxonomy_of',
+    'write_toy_hierarchy'
 ]

@@ -124,7 +124,14 @@ class ADMCenterCrop(BaseTransform):
 @TRANSFORMS.register_module()
 class LoadLatent(BaseTransform):
     """Reads one image's cached posterior statistics (both flips):
-    ``latent_mean`` and ``latent_std``, each (2, C, h, w)."""
+    ``latent_mean`` and ``latent_std``, each (2, C, h, w), in the dtype the
+    cache stores.
+
+    Each is a copy of its row: a slice of a memory-mapped shard is a view
+    of the whole shard tensor (32 MiB for 1,024 DiT-XL/2-256 images), and a
+    data-loader worker hands a sample to the main process by moving the
+    whole storage of its tensors into shared memory.
+    """
 
     def __init__(self) -> None:
         self._files = {}
@@ -133,10 +140,11 @@ class LoadLatent(BaseTransform):
         from safetensors import safe_open
         path = results['latent_path']
         if path not in self._files:
+            # Memory-mapped: no file descriptor stays open per shard.
             self._files[path] = safe_open(path, framework='pt')
         f, row = self._files[path], results['latent_row']
-        results['latent_mean'] = f.get_slice('mean')[row:row + 1][0]
-        results['latent_std'] = f.get_slice('std')[row:row + 1][0]
+        results['latent_mean'] = f.get_slice('mean')[row].clone()
+        results['latent_std'] = f.get_slice('std')[row].clone()
         return results
 
 

@@ -1,6 +1,6 @@
-"""MMagic's data preprocessor with a declared channel order and a fast
-training path for labelled images."""
-from typing import Optional
+"""MMagic's data preprocessor with a declared channel order and fast paths
+for training batches of labelled images and of cached latents."""
+from typing import List, Optional, Union
 
 import torch
 from torch import Tensor
@@ -10,6 +10,8 @@ from mmagic.registry import MODELS
 from mmagic.structures import DataSample
 
 CHANNEL_ORDERS = ('RGB', 'BGR')
+# The fields of a latent-cache sample (LoadLatent), packed as its inputs.
+LATENT_KEYS = ('latent_mean', 'latent_std')
 
 
 @MODELS.register_module()
@@ -43,12 +45,25 @@ class TieredDataPreprocessor(DataPreprocessor):
     batch to the device and stacks them field by field, deep-copying each
     tensor: on a GPU that is about 0.2 s of the main process per 256 images,
     which capped the demo's DiT-S at under 1,000 img/s. Diffusion training
-    reads the images and the class labels only, so a training batch of
-    stacked uint8 images (``default_collate``) takes a fast path: the images
-    are converted and normalized as the parent does, and the data samples
-    become one ``DataSample`` holding the batch's ``gt_label``. Anything
-    else (test batches, latent caches, lists of images) goes through the
-    parent.
+    reads the images (or cached latents) and the class labels only, so two
+    kinds of batch take a fast path:
+
+    - a training batch of stacked uint8 images (``default_collate`` or
+      ``stack_collate``): the images are converted and normalized as the
+      parent does, and the data samples become one ``DataSample`` holding
+      the batch's ``gt_label``;
+    - a batch of latent-cache posteriors, in any mode: inputs holding
+      ``latent_mean`` and ``latent_std`` (a dict of stacked tensors from
+      ``stack_collate`` or ``default_collate``, or of lists of tensors from
+      ``pseudo_collate``). Both go to the device once, stacked, without
+      normalization (pinned memory, when the loader pins, copies
+      asynchronously); the model gets ``inputs=None`` and one
+      ``DataSample`` with ``gt_label`` (B, ), ``latent_mean`` and
+      ``latent_std`` (B, C, h, w), in the dtype the cache stores, and the
+      data samples' metainfo as lists (``sample_idx``, ``latent_path``,
+      ``latent_row``: what ``FineDiffusion.nonfinite_report`` names).
+
+    Anything else (test batches, lists of images) goes through the parent.
 
     Args:
         output_channel_order (str): The order of the model's images, 'RGB'
@@ -87,20 +102,52 @@ class TieredDataPreprocessor(DataPreprocessor):
         return super()._parse_channel_order(key, inputs, data_sample)
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        """See :meth:`DataPreprocessor.forward`."""
-        inputs: Optional[Tensor] = data.get('inputs')
+        """See :meth:`DataPreprocessor.forward` and the class docstring."""
+        inputs = data.get('inputs')
         samples = data.get('data_samples')
+        if _holds_latents(inputs):
+            return self._latent_batch(inputs, samples)
+        stacked = isinstance(samples, DataSample)
         fast = (training and isinstance(inputs, Tensor)
                 and inputs.dtype == torch.uint8 and inputs.ndim == 4
-                and isinstance(samples, list) and len(samples) == len(inputs)
-                and 'gt_label' in samples[0])
+                and (stacked or (isinstance(samples, list)
+                                 and len(samples) == len(inputs)))
+                and 'gt_label' in (samples if stacked else samples[0]))
         if not fast:
             return super().forward(data, training)
-        order = self._parse_batch_channel_order('img', inputs, samples)
+        if stacked:
+            # MMagic reads the order of a stacked sample from its lists.
+            order = self._parse_channel_order('img', inputs[0], samples)
+            labels = samples.gt_label.label.reshape(-1)
+        else:
+            order = self._parse_batch_channel_order('img', inputs, samples)
+            labels = torch.cat([s.gt_label.label.reshape(-1)
+                                for s in samples])
         images = inputs.to(self.device, non_blocking=True).float()
         images, _ = self._do_conversion(images, order,
                                         self.output_channel_order)
-        labels = torch.cat([s.gt_label.label.reshape(-1) for s in samples])
         batch = DataSample()
         batch.set_gt_label(labels.to(self.device, non_blocking=True))
         return dict(inputs=self._do_norm(images), data_samples=batch)
+
+    def _latent_batch(self, inputs: dict,
+                      samples: Union[DataSample, List[DataSample]]) -> dict:
+        """A batch of latent-cache posteriors on the device, as the class
+        docstring says."""
+        if not isinstance(samples, DataSample):
+            samples = DataSample.stack(samples)
+        batch = DataSample(metainfo=samples.metainfo)
+        batch.set_gt_label(samples.gt_label.label.reshape(-1).to(
+            self.device, non_blocking=True))
+        for key in LATENT_KEYS:
+            value = inputs[key]
+            if isinstance(value, (list, tuple)):  # pseudo_collate's
+                value = torch.stack(value)
+            batch.set_field(value.to(self.device, non_blocking=True), key)
+        return dict(inputs=None, data_samples=batch)
+
+
+def _holds_latents(inputs) -> bool:
+    """Whether a batch's inputs are latent-cache posteriors: a dict with
+    ``latent_mean``, of stacked tensors or of one tensor per sample."""
+    return isinstance(inputs, dict) and LATENT_KEYS[0] in inputs
