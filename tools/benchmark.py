@@ -133,7 +133,7 @@ def latent_cache(args: argparse.Namespace, cfg: Config, paths: dict,
     dataset = cfg.train_dataloader.dataset
     if dataset.get('type') != 'LatentDataset':
         return None
-    cache = osp.join(args.root, f'latents_{name}')
+    cache = osp.join(args.root, 'latents')
     images = Config(dict(cfg.to_dict()))
     images.train_dataloader.dataset = dict(**cfg.taxonomy,
                                            pipeline=cfg.train_pipeline)
