@@ -13,7 +13,7 @@ dtypes seen in the backbone's matrix products, compile on or off.
 Settings: ``config`` (as shipped, at --batch-size), and with --reference
 the upstream-style ones at DiT's batch of 32: eager, EMA of every
 parameter, no fused AdamW, in TF32 (``reference-tf32``) and in bf16 autocast
-(``reference-bf16``). With --sample, tools/sample.py then generates
+(``reference-bf16``); ``--reference bf16`` runs one of them. With --sample, tools/sample.py then generates
 --sample-images images from the trained checkpoint (fine-grained CFG, SD-VAE
 decode included) for each --sampler.
 
@@ -57,8 +57,10 @@ def parse_args() -> argparse.Namespace:
                         help='timed iterations')
     parser.add_argument('--warmup', type=int, default=10,
                         help='iterations before timing (compilation)')
-    parser.add_argument('--reference', action='store_true',
-                        help='also run the upstream-style settings')
+    parser.add_argument('--reference', nargs='*', choices=['tf32', 'bf16'],
+                        default=None,
+                        help='also run the upstream-style settings (both '
+                        'when none is named)')
     parser.add_argument('--amp', action='store_true',
                         help='pass --amp to tools/train.py')
     parser.add_argument('--sample', action='store_true',
@@ -159,14 +161,15 @@ def latent_cache(args: argparse.Namespace, cfg: Config, paths: dict,
 def settings(args: argparse.Namespace) -> List[tuple]:
     """(name, batch size, config changes, extra hooks)."""
     out = [('config', args.batch_size, {}, [])]
-    if args.reference:
-        upstream = {'model.compile': False, 'model.ema_decay': None,
-                    'optim_wrapper.optimizer.fused': False}
-        full_ema = [dict(type='FullEMAHook')]
-        out += [('reference-tf32', 32, dict(upstream, **{
-            'model.autocast': None}), full_ema),
-                ('reference-bf16', 32, dict(upstream, **{
-                    'model.autocast': dict(cuda='bfloat16')}), full_ema)]
+    if args.reference is None:
+        return out
+    upstream = {'model.compile': False, 'model.ema_decay': None,
+                'optim_wrapper.optimizer.fused': False}
+    precisions = dict(tf32=None, bf16=dict(cuda='bfloat16'))
+    for name in args.reference or precisions:
+        out.append((f'reference-{name}', 32,
+                    dict(upstream, **{'model.autocast': precisions[name]}),
+                    [dict(type='FullEMAHook')]))
     return out
 
 
