@@ -85,8 +85,9 @@ class ThroughputHook(Hook):
             self._profiler.__exit__(None, None, None)
             for event in self._profiler.events():
                 if event.name in MATRIX_OPS:
-                    dtypes = {d for d in event.input_dtypes
-                              if d and d != 'Scalar'}
+                    # FunctionEvent has input_dtypes from torch 2.12 on.
+                    dtypes = {d for d in getattr(event, 'input_dtypes', None)
+                              or ['unknown'] if d and d != 'Scalar'}
                     self.matrix_dtypes['/'.join(sorted(dtypes))] += 1
             self._profiler = None
         elif runner.iter >= self.warmup:
