@@ -6,8 +6,9 @@ for the image and its mirror image (shape (N, 2, C, h, w); flip 0 is the
 original), in the manifest's ``dtype`` (float32, float16 or bfloat16;
 float32 when it names none), ``labels`` and dataset ``indices``; and
 ``manifest.json`` (written after each finished shard, atomically) with the
-finished shards, the taxonomy and what was encoded. Training samples mean + std * noise, as
-encoding on the fly does, so the cache changes no statistics.
+finished shards, the taxonomy and what was encoded. Training samples
+mean + std * noise, as encoding on the fly does, so the cache changes no
+statistics.
 """
 import json
 import os
