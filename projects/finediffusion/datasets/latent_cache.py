@@ -25,8 +25,11 @@ from .collate import stack_collate
 
 MANIFEST = 'manifest.json'
 FORMAT = 'finediffusion-latents/1'
+# Storage dtypes of a cache, by the name the manifest records.
+DTYPES = dict(float32=torch.float32, float16=torch.float16,
+              bfloat16=torch.bfloat16)
 # The dtype of the shards of a manifest that names none.
-OLD_DTYPE = 'float32'
+UNNAMED_DTYPE = 'float32'
 
 
 def _write_json(path: str, data: dict) -> None:
@@ -43,11 +46,6 @@ def read_manifest(cache_dir: str) -> dict:
                                 '(tools/cache_latents.py writes one)')
     with open(path) as f:
         return json.load(f)
-
-
-# Storage dtypes of a cache, by the name the manifest records.
-DTYPES = dict(float32=torch.float32, float16=torch.float16,
-              bfloat16=torch.bfloat16)
 
 
 class _Prepared(Dataset):
@@ -145,7 +143,7 @@ def cache_latents(dataset,
                     shards={}, skipped=[])
     if osp.isfile(path):
         previous = read_manifest(cache_dir)
-        previous.setdefault('dtype', OLD_DTYPE)
+        previous.setdefault('dtype', UNNAMED_DTYPE)
         for key in ('description', 'num_images', 'shard_size', 'dtype',
                     'taxonomy'):
             if previous[key] != manifest[key]:
