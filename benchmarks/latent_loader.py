@@ -1,9 +1,9 @@
 """Speed of the shipped latent-cache data loading (DiT-XL/2-256 shapes).
 
 Writes a synthetic cache with the real writer (``cache_latents``): posterior
-mean and std of shape (N, 2, 4, 32, 32), shards of 1024, a taxonomy of
-10,000 subclasses in 11 superclasses (reused when the folder holds a
-finished one). Then builds ``configs/finediffusion_inat_latents.py``'s
+mean and std of shape (N, 2, 4, 32, 32) in ``--dtype``, shards of 1024, a
+taxonomy of 10,000 subclasses in 11 superclasses (reused when the folder
+holds a finished one). Then builds ``configs/finediffusion_inat_latents.py``'s
 train_dataloader as the Runner does, with the cache, batch size and workers
 given, and its model's data preprocessor, and prints one JSON line:
 
@@ -36,7 +36,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
-from finediffusion.datasets.latent_cache import cache_latents
+from finediffusion.datasets.latent_cache import DTYPES, cache_latents
 from finediffusion.datasets.taxonomy import Taxonomy
 from mmagic.registry import MODELS
 from mmagic.structures import DataSample
@@ -69,8 +69,9 @@ class _LabelsOnly:
 
 
 def write_cache(cache_dir: str, num_images: int, num_classes: int,
-                shard_size: int) -> None:
-    """A finished cache of random posteriors in DiT-XL/2-256 shapes."""
+                shard_size: int, dtype: str) -> None:
+    """A finished cache of random posteriors in DiT-XL/2-256 shapes, stored
+    in ``dtype``."""
     generator = torch.Generator().manual_seed(0)
 
     def encode(images: torch.Tensor):
@@ -82,7 +83,7 @@ def write_cache(cache_dir: str, num_images: int, num_classes: int,
 
     cache_latents(_LabelsOnly(num_images, num_classes), encode, cache_dir,
                   dict(vae='synthetic'), shard_size=shard_size,
-                  batch_size=256, progress=False)
+                  batch_size=256, progress=False, dtype=dtype)
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -129,17 +130,21 @@ def measure(args: argparse.Namespace) -> dict:
     main = statistics.median(sum(t) for t in times) * 1e3
     return dict(
         workers=args.workers, batch_size=args.batch_size,
-        images=args.images, device=device.type, cpu_cores=os.cpu_count(),
-        samples_per_s=round(rate, 1),
+        images=args.images, dtype=args.dtype, device=device.type,
+        cpu_cores=os.cpu_count(), samples_per_s=round(rate, 1),
         samples_per_s_per_worker=round(rate / workers, 1),
-        step_ms=args.step_ms, main_ms_per_batch=round(main, 2), fetch_ms=round(fetch, 2),
-        preprocess_ms=round(prep, 2))
+        step_ms=args.step_ms, main_ms_per_batch=round(main, 2),
+        fetch_ms=round(fetch, 2), preprocess_ms=round(prep, 2))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--cache', default='/tmp/latent_loader_cache',
-                        help='cache folder, written when unfinished')
+    parser.add_argument('--cache', default=None,
+                        help='cache folder, written when unfinished '
+                        '(default: /tmp/latent_loader_<dtype>)')
+    parser.add_argument('--dtype', choices=sorted(DTYPES), default='float16',
+                        help="the cache's storage (default: float16, as "
+                        'tools/cache_latents.py)')
     parser.add_argument('--images', type=int, default=20000)
     parser.add_argument('--classes', type=int, default=10000)
     parser.add_argument('--shard-size', type=int, default=1024)
@@ -153,6 +158,7 @@ def main() -> None:
     parser.add_argument('--device', default='cuda'
                         if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args()
+    args.cache = args.cache or f'/tmp/latent_loader_{args.dtype}'
     if args.step_ms is None:
         args.step_ms = float(args.batch_size)
     manifest = osp.join(args.cache, 'manifest.json')
@@ -161,7 +167,8 @@ def main() -> None:
         with open(manifest) as f:
             finished = json.load(f).get('complete', False)
     if not finished:
-        write_cache(args.cache, args.images, args.classes, args.shard_size)
+        write_cache(args.cache, args.images, args.classes, args.shard_size,
+                    args.dtype)
     print(json.dumps(measure(args)), flush=True)
 
 

@@ -15,14 +15,14 @@ from mmagic.registry import MODELS
 from mmagic.structures import DataSample
 
 
-def _batch(tmp_path, batch_size=6):
+def _batch(tmp_path, batch_size=6, collate='default_collate'):
     root = write_synthetic_hierarchy(str(tmp_path), 'fine', {'train': 1},
                                      workers=1)['train']
     loader = dict(
         batch_size=batch_size,
         num_workers=0,
-        sampler=dict(type='DefaultSampler', shuffle=True),
-        collate_fn=dict(type='default_collate'),
+        sampler=dict(type='DefaultSampler', shuffle=True, seed=0),
+        collate_fn=dict(type=collate),
         dataset=dict(type='HierarchyDataset', data_root=root, pipeline=[
             dict(type='LoadTieredImage', key='gt'),
             dict(type='PackInputs', keys='gt'),
@@ -42,6 +42,18 @@ def test_training_batch_matches_mmagic_preprocessing(tmp_path):
     assert torch.equal(ours['data_samples'].gt_label.label.flatten(),
                        theirs['data_samples'].gt_label.label.flatten())
     assert 'latent_mean' not in ours['data_samples']
+
+
+def test_stacked_data_samples_take_the_fast_path(tmp_path):
+    """stack_collate's batch (one DataSample) gives what MMagic makes of
+    the same images with one DataSample each."""
+    stacked = _batch(tmp_path, collate='stack_collate')
+    assert isinstance(stacked['data_samples'], DataSample)
+    ours = TieredDataPreprocessor()(stacked, training=True)
+    theirs = DataPreprocessor()(_batch(tmp_path), training=True)
+    assert torch.equal(ours['inputs'], theirs['inputs'])
+    assert torch.equal(ours['data_samples'].gt_label.label.flatten(),
+                       theirs['data_samples'].gt_label.label.flatten())
 
 
 def test_other_batches_take_mmagic_path(tmp_path):

@@ -67,3 +67,13 @@ def test_registered_classes_are_the_plugins():
         for name in names:
             module = getattr(registries, registry).get(name).__module__
             assert module.startswith('finediffusion.'), (name, module)
+
+
+def test_collate_function_is_registered_for_configs():
+    """MMagic has no function registry: ``collate_fn=dict(type=...)`` is
+    looked up in MMEngine's, under MMagic's scope as in a Runner."""
+    from mmengine.registry import FUNCTIONS, DefaultScope
+
+    from finediffusion.datasets import stack_collate
+    with DefaultScope.overwrite_default_scope('mmagic'):
+        assert FUNCTIONS.get('stack_collate') is stack_collate

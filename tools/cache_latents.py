@@ -4,6 +4,13 @@ Both the image and its mirror are encoded (posterior mean and std), in
 shards; an interrupted run resumes where it stopped. Train on the cache with
 a LatentDataset config (e.g. configs/finediffusion_inat_latents.py).
 
+Images are loaded by data-loader workers (--workers, default the config's
+train_dataloader.num_workers). On CUDA the VAE runs under bf16 autocast
+(--precision float32 turns it off) in channels-last layout
+(--no-channels-last turns it off), from pinned memory; on the CPU it runs in
+float32, contiguous. Mean and std are stored in float16 by default
+(--dtype).
+
 Example:
     python tools/cache_latents.py configs/finediffusion_inat.py data/inat2021/latents_256
 """
@@ -14,7 +21,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
-from finediffusion.datasets.latent_cache import (NonFiniteLatentError,
+from finediffusion.datasets.latent_cache import (DTYPES, NonFiniteLatentError,
                                                  cache_latents)
 from mmagic.registry import DATASETS, MODELS
 
@@ -28,13 +35,30 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument('--device', default=None,
                         help='default: cuda when available')
+    parser.add_argument('--dtype', choices=sorted(DTYPES), default='float16',
+                        help='storage of mean and std (default: float16)')
+    parser.add_argument('--workers', type=int, default=None,
+                        help="image-loading workers (default: the config's "
+                        'train_dataloader.num_workers)')
+    parser.add_argument('--precision', choices=('bfloat16', 'float32'),
+                        default='bfloat16',
+                        help='bfloat16: autocast on CUDA for a float32 VAE '
+                        '(default); the CPU always encodes in float32')
+    parser.add_argument('--channels-last', default=None,
+                        action=argparse.BooleanOptionalAction,
+                        help='channels-last VAE and images (default: on CUDA)')
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(args.device or (
+        'cuda' if torch.cuda.is_available() else 'cpu'))
+    cuda = device.type == 'cuda'
+    workers = (args.workers if args.workers is not None else
+               cfg.train_dataloader.get('num_workers', 0))
+    channels_last = cuda if args.channels_last is None else args.channels_last
     dataset_cfg = cfg.train_dataloader.dataset.copy()
     # Both flips are encoded: the random flip moves to training time.
     dataset_cfg.pipeline = [
@@ -45,20 +69,32 @@ def main() -> None:
         vae = MODELS.build(cfg.model.vae).to(device).eval()
         # The images as the model takes them when training on images.
         data_preprocessor = MODELS.build(cfg.model.get(
-            'data_preprocessor', dict(type='TieredDataPreprocessor')))
-
-    dtype = next(vae.parameters()).dtype
+            'data_preprocessor',
+            dict(type='TieredDataPreprocessor'))).to(device)
+    if channels_last:
+        vae = vae.to(memory_format=torch.channels_last)
+    vae_dtype = next(vae.parameters()).dtype
+    # A VAE built in another dtype (model.vae.dtype) runs in it.
+    autocast = (cuda and args.precision == 'bfloat16'
+                and vae_dtype == torch.float32)
+    precision = 'bfloat16' if autocast else str(vae_dtype).split('.')[-1]
 
     def encode(images: torch.Tensor):
-        # In the VAE's dtype (an fp16 VAE takes fp16 images), stored float32.
-        posterior = vae.encode(images.to(device, dtype)).latent_dist
+        images = images.to(device, vae_dtype)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+            posterior = vae.encode(images).latent_dist
         return posterior.mean.float(), posterior.std.float()
 
-    description = dict(vae=str(cfg.model.vae), dataset=str(dataset_cfg))
+    description = dict(vae=str(cfg.model.vae), dataset=str(dataset_cfg),
+                       precision=precision)
     try:
         manifest = cache_latents(dataset, encode, args.out, description,
                                  args.shard_size, args.batch_size,
-                                 data_preprocessor=data_preprocessor)
+                                 data_preprocessor=data_preprocessor,
+                                 dtype=args.dtype, workers=workers,
+                                 pin_memory=cuda)
     except NonFiniteLatentError as error:
         raise SystemExit(f'error: {error}')
     print(f'{sum(manifest["shards"].values())} images in '

@@ -3,10 +3,12 @@
 Layout of a cache folder: ``shard_00000.safetensors``, ... each holding, for
 up to ``shard_size`` images, the posterior ``mean`` and ``std`` of the VAE
 for the image and its mirror image (shape (N, 2, C, h, w); flip 0 is the
-original), ``labels`` and dataset ``indices``; and ``manifest.json``
-(written after each finished shard, atomically) with the finished shards,
-the taxonomy and what was encoded. Training samples mean + std * noise, as
-encoding on the fly does, so the cache changes no statistics.
+original), in the manifest's ``dtype`` (float32, float16 or bfloat16;
+float32 when it names none), ``labels`` and dataset ``indices``; and
+``manifest.json`` (written after each finished shard, atomically) with the
+finished shards, the taxonomy and what was encoded. Training samples
+mean + std * noise, as encoding on the fly does, so the cache changes no
+statistics.
 """
 import json
 import os
@@ -15,12 +17,19 @@ from typing import Callable, List, Optional
 
 import numpy as np
 import torch
-from mmengine.dataset import pseudo_collate
 from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
+
+from .collate import stack_collate
 
 MANIFEST = 'manifest.json'
 FORMAT = 'finediffusion-latents/1'
+# Storage dtypes of a cache, by the name the manifest records.
+DTYPES = dict(float32=torch.float32, float16=torch.float16,
+              bfloat16=torch.bfloat16)
+# The dtype of the shards of a manifest that names none.
+UNNAMED_DTYPE = 'float32'
 
 
 def _write_json(path: str, data: dict) -> None:
@@ -39,6 +48,30 @@ def read_manifest(cache_dir: str) -> dict:
         return json.load(f)
 
 
+class _Prepared(Dataset):
+    """``(index, dataset.prepare_data(index))``: an image that fails to load
+    gives None, to be counted, where ``BaseDataset.__getitem__`` would load
+    another in its place."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple:
+        return index, self.dataset.prepare_data(index)
+
+
+def _collate(items: List[tuple]) -> tuple:
+    """(indices loaded, indices skipped, the loaded samples stacked by
+    :func:`stack_collate`, or None when none loaded)."""
+    loaded = [(index, item) for index, item in items if item is not None]
+    skipped = [index for index, item in items if item is None]
+    batch = stack_collate([item for _, item in loaded]) if loaded else None
+    return [index for index, _ in loaded], skipped, batch
+
+
 @torch.no_grad()
 def cache_latents(dataset,
                   encode: Callable[[torch.Tensor], tuple],
@@ -47,20 +80,27 @@ def cache_latents(dataset,
                   shard_size: int = 1024,
                   batch_size: int = 32,
                   progress: bool = True,
-                  data_preprocessor: Optional[Callable] = None) -> dict:
+                  data_preprocessor: Optional[Callable] = None,
+                  dtype: str = 'float32',
+                  workers: int = 0,
+                  pin_memory: bool = False) -> dict:
     """Encodes ``dataset`` into ``cache_dir``, resuming a previous run.
 
     Finished shards (listed in the manifest) are kept; a shard whose writing
     was interrupted is encoded again. Images that fail to load are left out
     and counted in the manifest. An image the VAE encodes to non-finite
-    values stops the run before its shard is written.
+    values (or to values beyond the range of ``dtype``) stops the run
+    before its shard is written. The images are loaded by a PyTorch
+    ``DataLoader`` in batches of ``batch_size`` within each shard, in index
+    order: the files do not depend on ``workers``.
 
     Args:
         dataset: A :class:`TieredImageDataset` whose pipeline yields
             ``inputs`` (uint8, CHW, in the order its loader records)
             without random flips.
         encode (callable): Maps the model's images (RGB in [-1, 1],
-            (N, 3, H, W)) to the VAE posterior (mean, std).
+            (N, 3, H, W), on the data preprocessor's device) to the VAE
+            posterior (mean, std), each (N, C, h, w).
         cache_dir (str): Output folder.
         description (dict): What is encoded (VAE, size...): a resumed run
             must match it.
@@ -70,16 +110,27 @@ def cache_latents(dataset,
         data_preprocessor (callable, optional): The model's, which turns the
             loaded images into the model's (in training mode), as when
             training on images. Defaults to a
-            :class:`TieredDataPreprocessor` (RGB in [-1, 1]).
+            :class:`TieredDataPreprocessor` (RGB in [-1, 1]) on the CPU.
+        dtype (str): How mean and std are stored: 'float32', 'float16' or
+            'bfloat16' (recorded in the manifest; a resumed run must
+            match it).
+        workers (int): Data-loader worker processes loading the images; 0
+            loads them in this process.
+        pin_memory (bool): Loads into pinned memory (for a CUDA encoder).
 
     Returns:
         dict: The manifest.
 
     Raises:
+        ValueError: For an unknown ``dtype``, or a folder holding a cache of
+            another description, dataset, shard size or dtype.
         NonFiniteLatentError: Naming the images (path, dataset index) whose
             posterior holds NaN or inf; the finished shards stay and a rerun
             resumes.
     """
+    if dtype not in DTYPES:
+        raise ValueError(f'cache_latents: dtype must be one of '
+                         f'{sorted(DTYPES)}, got {dtype!r}')
     if data_preprocessor is None:
         # Imported here: the models package imports the datasets package.
         from ..models.data_preprocessor import TieredDataPreprocessor
@@ -88,43 +139,53 @@ def cache_latents(dataset,
     path = osp.join(cache_dir, MANIFEST)
     manifest = dict(format=FORMAT, description=description,
                     num_images=len(dataset), shard_size=shard_size,
-                    taxonomy=dataset.metainfo['taxonomy'], shards={},
-                    skipped=[])
+                    dtype=dtype, taxonomy=dataset.metainfo['taxonomy'],
+                    shards={}, skipped=[])
     if osp.isfile(path):
         previous = read_manifest(cache_dir)
-        for key in ('description', 'num_images', 'shard_size', 'taxonomy'):
+        previous.setdefault('dtype', UNNAMED_DTYPE)
+        for key in ('description', 'num_images', 'shard_size', 'dtype',
+                    'taxonomy'):
             if previous[key] != manifest[key]:
                 raise ValueError(f'{path} was written for another {key}: '
                                  'use a new folder or remove it')
         manifest = previous
     num_shards = -(-len(dataset) // shard_size)
+    names = [f'shard_{shard:05d}.safetensors' for shard in range(num_shards)]
+    todo = [shard for shard, name in enumerate(names)
+            if name not in manifest['shards']]
+
+    def batches_of(shard: int) -> List[List[int]]:
+        first = shard * shard_size
+        last = min(first + shard_size, len(dataset))
+        return [list(range(start, min(start + batch_size, last)))
+                for start in range(first, last, batch_size)]
+
+    loader = DataLoader(
+        _Prepared(dataset),
+        batch_sampler=[batch for shard in todo for batch in batches_of(shard)],
+        num_workers=workers, collate_fn=_collate, pin_memory=pin_memory)
+    batches = iter(loader)
     bar = tqdm(total=len(dataset), disable=not progress, unit='img',
                desc='encoding')
-    for shard in range(num_shards):
-        name = f'shard_{shard:05d}.safetensors'
-        first = shard * shard_size
-        indices = list(range(first, min(first + shard_size, len(dataset))))
-        if name in manifest['shards']:
-            bar.update(len(indices))
-            continue
+    bar.update(len(dataset) - sum(
+        len(indices) for shard in todo for indices in batches_of(shard)))
+    for shard in todo:
         means, stds, labels, kept = [], [], [], []
-        for start in range(0, len(indices), batch_size):
-            items, encoded = [], []
-            for index in indices[start:start + batch_size]:
-                item = dataset.prepare_data(index)
-                if item is None:
-                    manifest['skipped'].append(index)
-                    continue
-                items.append(item)
-                labels.append(int(item['data_samples'].gt_label.label[0]))
-                encoded.append(index)
-            bar.update(len(indices[start:start + batch_size]))
-            if not items:
+        for indices in batches_of(shard):
+            encoded, skipped, batch = next(batches)
+            manifest['skipped'].extend(skipped)
+            bar.update(len(indices))
+            if batch is None:
                 continue
-            x = data_preprocessor(pseudo_collate(items), True)['inputs']
+            labels.extend(batch['data_samples'].gt_label.label.reshape(
+                -1).tolist())
+            x = data_preprocessor(batch, True)['inputs']
             mean, std = encode(torch.cat([x, x.flip(-1)]))
-            n = len(items)
-            _refuse_nonfinite(dataset, encoded, mean, std, name,
+            # Checked as stored: float16 overflows beyond 65504.
+            mean, std = mean.to(DTYPES[dtype]), std.to(DTYPES[dtype])
+            n = len(encoded)
+            _refuse_nonfinite(dataset, encoded, mean, std, names[shard],
                               len(manifest['shards']))
             kept.extend(encoded)
             means.append(torch.stack([mean[:n], mean[n:]], dim=1).cpu())
@@ -134,10 +195,10 @@ def cache_latents(dataset,
             std=torch.cat(stds).contiguous(),
             labels=torch.tensor(labels, dtype=torch.int64),
             indices=torch.tensor(kept, dtype=torch.int64))
-        partial = osp.join(cache_dir, name + '.partial')
+        partial = osp.join(cache_dir, names[shard] + '.partial')
         save_file(tensors, partial)
-        os.replace(partial, osp.join(cache_dir, name))
-        manifest['shards'][name] = len(kept)
+        os.replace(partial, osp.join(cache_dir, names[shard]))
+        manifest['shards'][names[shard]] = len(kept)
         _write_json(path, manifest)
     bar.close()
     manifest['complete'] = True

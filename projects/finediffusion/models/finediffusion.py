@@ -213,7 +213,9 @@ class FineDiffusion(BaseModel):
         encoder is skipped and the latent sampled as the encoder would.
         """
         if 'latent_mean' in data_samples:
-            mean = data_samples.latent_mean
+            # A cache may store half precision: the latent is sampled in
+            # float32, as from the encoder.
+            mean = data_samples.latent_mean.float()
             std = data_samples.latent_std.to(mean)
             # torch.randn over the shape, as diffusers' posterior sample:
             # randn_like would follow the memory layout of its argument.
