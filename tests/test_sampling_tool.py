@@ -73,11 +73,11 @@ def trained(tmp_path_factory, toy_root):
     return config, osp.join(cfg.work_dir, 'iter_2.pth'), root
 
 
-def sample(config, weights, out, *classes):
+def sample(config, weights, out, *classes, options=()):
     return subprocess.run(
         [sys.executable, osp.join(REPO, 'tools/sample.py'), config, weights,
-         '--classes', *classes, '-n', '2', '--steps', '3', '--out', out],
-        capture_output=True, text=True)
+         '--classes', *classes, '-n', '2', '--steps', '3', '--out', out,
+         *options], capture_output=True, text=True)
 
 
 def test_sample_tool_writes_grid_and_files(trained):
@@ -101,3 +101,22 @@ def test_sample_tool_unknown_class(trained):
     run = sample(config, ckpt, str(root / 'bad'), '01_disk_00')
     assert run.returncode != 0
     assert "closest: ['01_disc_00'" in run.stderr
+
+
+def test_sample_tool_in_bf16_weights_is_close_to_float32(trained):
+    """--precision bfloat16 (the GPU default) samples with bf16 weights (their
+    dtype is checked in test_autocast.py): the images are those of float32
+    up to bf16's rounding, and each batch's rate is printed."""
+    import numpy as np
+    config, ckpt, root = trained
+    outs = {}
+    for precision in ('float32', 'bfloat16'):
+        out = str(root / f'out_{precision}')
+        run = sample(config, ckpt, out, '1',
+                     options=('--precision', precision, '--no-compile'))
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert 'batch 1: 2 images,' in run.stderr + run.stdout
+        outs[precision] = np.asarray(
+            Image.open(osp.join(out, '1_00_square_01', '0.png')), np.int16)
+    difference = np.abs(outs['float32'] - outs['bfloat16'])
+    assert difference.max() <= 32 and difference.mean() < 4

@@ -19,7 +19,7 @@ decode included) for each --sampler.
 
 Examples:
     python tools/benchmark.py configs/finediffusion_inat_latents.py --reference
-    python tools/benchmark.py configs/finediffusion_inat_latents.py configs/finediffusion_inat_full.py
+    python tools/benchmark.py configs/finediffusion_inat_latents.py --cfg-options model.trainable=full
     python tools/benchmark.py configs/finediffusion_inat.py --tiny --images 64 --batch-size 4 --iters 3 --warmup 1
 """
 import argparse
