@@ -1,10 +1,16 @@
 """FineDiffusion's precision: its own autocast (the backbone in bf16, the
 diffusion in fp32), the caller's autocast left in force, bf16 weights for
 sampling, and the compiled backbone."""
+import argparse
+
 import pytest
 import torch
 import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.optim.optimizer import amp_optimizer_wrapper
+from mmengine.runner import Runner
 
+from finediffusion.inference import add_precision_arguments, apply_precision
 from finediffusion.models import FineDiffusion, TieredDiT
 from finediffusion.models.tiered_dit import Attention
 from test_tiered_dit import SMALL, SUB2SUPER
@@ -128,8 +134,6 @@ def test_amp_reaches_the_backbone_through_the_runner(tiny_cfg, monkeypatch):
     autocast must reach the backbone's matrix products (MMEngine refuses
     the wrapper without a GPU: it is told there is one, and its autocast
     then runs on the CPU)."""
-    from mmengine.optim.optimizer import amp_optimizer_wrapper
-    from mmengine.runner import Runner
     monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available',
                         lambda: True)
     tiny_cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -168,3 +172,30 @@ def test_compile_runs_the_backbone_compiled_with_the_eager_loss():
 def test_compile_refuses_unknown_devices(compile):
     with pytest.raises(ValueError, match='compile devices'):
         _model(compile=compile)
+
+
+@pytest.mark.parametrize('on_gpu,flags,expected', [
+    (True, [], ('bfloat16', True, dict(cuda='bfloat16'))),
+    (False, [], (None, True, dict(cuda='bfloat16'))),
+    (True, ['--precision', 'float32', '--no-compile'], (None, False, None)),
+    (False, ['--precision', 'bfloat16'], ('bfloat16', True,
+                                          dict(cuda='bfloat16'))),
+])
+def test_inference_precision_flags(on_gpu, flags, expected):
+    """tools/sample.py and tools/test.py: bf16 weights by default on a GPU;
+    --precision float32 also turns the config's autocast off."""
+    parser = argparse.ArgumentParser()
+    add_precision_arguments(parser)
+    cfg = Config(dict(model=dict(type='FineDiffusion', compile=True,
+                                 autocast=dict(cuda='bfloat16'))))
+    precision = apply_precision(cfg, parser.parse_args(flags), on_gpu)
+    assert (precision, cfg.model.compile, cfg.model.autocast) == expected
+
+
+def test_inference_precision_flags_refuse_other_models():
+    parser = argparse.ArgumentParser()
+    add_precision_arguments(parser)
+    cfg = Config(dict(model=dict(type='DCGAN')))
+    assert apply_precision(cfg, parser.parse_args([]), True) is None
+    with pytest.raises(SystemExit, match='builds DCGAN'):
+        apply_precision(cfg, parser.parse_args(['--no-compile']), True)

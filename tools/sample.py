@@ -22,7 +22,8 @@ from mmengine.config import Config
 from tqdm import tqdm
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
-from finediffusion.inference import load_for_sampling
+from finediffusion.inference import (add_precision_arguments,
+                                      apply_precision, load_for_sampling)
 from finediffusion.models import FineGrainedCFG
 
 SAMPLERS = {
@@ -54,17 +55,8 @@ def parse_args() -> argparse.Namespace:
                         'on out-of-memory')
     parser.add_argument('--device', default=None,
                         help='default: cuda when available')
-    parser.add_argument('--precision', choices=['bfloat16', 'float32'],
-                        default=None,
-                        help='bfloat16: bf16 weights for the backbone; '
-                        "float32: float32 throughout, the config's "
-                        'model.autocast off. Default: bfloat16 on a GPU, '
-                        'the config as it is on the CPU')
-    parser.add_argument('--no-compile', action='store_true',
-                        help="run the backbone eagerly even where the "
-                        "config's model.compile asks for torch.compile (on "
-                        'GPUs in the shipped configs)')
     parser.add_argument('--out', default='work_dirs/samples')
+    add_precision_arguments(parser)
     return parser.parse_args()
 
 
@@ -131,14 +123,8 @@ def save_grid(rows: List[List[Image.Image]], labels: List[str],
 def main() -> None:
     args = parse_args()
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    precision = args.precision or ('bfloat16' if device.startswith('cuda')
-                                   else None)
     cfg = Config.fromfile(args.config)
-    if args.no_compile:
-        cfg.model.compile = False
-    if precision == 'float32':
-        # Also no autocast: the config's would still compute in bf16.
-        cfg.model.autocast = None
+    precision = apply_precision(cfg, args, device.startswith('cuda'))
     try:
         model, taxonomy = load_for_sampling(cfg, args.weights, args.base,
                                             device)

@@ -15,7 +15,9 @@ import torch
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
 from finediffusion.engine.distributed import use_cpu_distributed
-from finediffusion.inference import check_weights_taxonomy
+from finediffusion.inference import (add_precision_arguments,
+                                      apply_precision,
+                                      check_weights_taxonomy)
 from finediffusion.models.checkpoint_io import delta_taxonomy, load_delta
 from mmengine.config import Config, DictAction
 from mmengine.dist import get_rank
@@ -48,16 +50,8 @@ def parse_args() -> argparse.Namespace:
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
-    parser.add_argument('--precision', choices=['bfloat16', 'float32'],
-                        default=None,
-                        help='bfloat16: bf16 weights for the backbone; '
-                        "float32: float32 throughout, the config's "
-                        'model.autocast off. Default: bfloat16 on a GPU, '
-                        'the config as it is on the CPU')
-    parser.add_argument('--no-compile', action='store_true',
-                        help="run the backbone eagerly even where the "
-                        "config's model.compile asks for torch.compile")
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_precision_arguments(parser)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
@@ -73,29 +67,20 @@ def main() -> None:
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
     if cfg.launcher == 'pytorch' and not torch.cuda.is_available():
         use_cpu_distributed(cfg)
-    if args.no_compile:
-        cfg.model.compile = False
-    precision = args.precision or ('bfloat16' if torch.cuda.is_available()
-                                   else None)
-    if precision == 'float32':
-        cfg.model.autocast = None
+    precision = apply_precision(cfg, args, torch.cuda.is_available())
     delta = args.checkpoint.endswith('.safetensors')
     cfg.load_from = None if delta else args.checkpoint
     runner = Runner.from_cfg(cfg)
+    model = runner.model.module if is_model_wrapper(
+        runner.model) else runner.model
     if delta:
         # A .pth checkpoint is compared by PEFTFreezeHook when it loads.
         check_weights_taxonomy(cfg, delta_taxonomy(args.checkpoint),
                                f'the delta {args.checkpoint}')
-        load_delta(runner.model.module if is_model_wrapper(runner.model)
-                   else runner.model, args.checkpoint)
-    model = runner.model.module if is_model_wrapper(
-        runner.model) else runner.model
-    if precision == 'bfloat16' and hasattr(model, 'cast_backbone'):
+        load_delta(model, args.checkpoint)
+    if precision == 'bfloat16':
         # Before the checkpoint loads (in runner.test): it is cast on copy.
         model.cast_backbone(torch.bfloat16)
-    elif args.precision == 'bfloat16':
-        raise SystemExit(f'error: --precision bfloat16: '
-                         f'{type(model).__name__} has no bf16 weights mode')
     keep = KeepMetrics()
     runner.register_hook(keep, priority='LOWEST')
     runner.test()

@@ -1,4 +1,6 @@
-"""Building a sampler-ready FineDiffusion from a config and trained weights."""
+"""Building a sampler-ready FineDiffusion from a config and trained weights,
+and the inference precision options of the tools."""
+import argparse
 import json
 from typing import Optional, Union
 
@@ -13,6 +15,50 @@ from .datasets.taxonomy import (Taxonomy, TaxonomyLike, check_same_taxonomy,
 from .models.checkpoint_io import (checkpoint_taxonomy, delta_taxonomy,
                                    load_delta, peft_state_dict,
                                    require_shapes)
+
+
+def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--no-compile``, as ``tools/sample.py`` and
+    ``tools/test.py`` take them (see :func:`apply_precision`)."""
+    parser.add_argument('--precision', choices=['bfloat16', 'float32'],
+                        default=None,
+                        help='bfloat16: bf16 weights for the backbone; '
+                        "float32: float32 throughout, the config's "
+                        'model.autocast off. Default: bfloat16 on a GPU, '
+                        'the config as it is on the CPU')
+    parser.add_argument('--no-compile', action='store_true',
+                        help='run the backbone eagerly even where the '
+                        "config's model.compile asks for torch.compile (on "
+                        'GPUs in the shipped configs)')
+
+
+def apply_precision(cfg: Config, args: argparse.Namespace,
+                    on_gpu: bool) -> Optional[str]:
+    """Applies ``--no-compile`` and ``--precision float32`` to the model
+    config (float32 also turns the config's autocast off, which would
+    still compute in bf16).
+
+    Returns:
+        str, optional: 'bfloat16' when the model's backbone is to be cast
+        to bf16 weights (:meth:`FineDiffusion.cast_backbone`): asked for, or
+        the default on a GPU (a FineDiffusion only); None otherwise.
+
+    Raises:
+        SystemExit: When a flag is given for a model other than
+            FineDiffusion, naming its type.
+    """
+    model_type = str(cfg.model.get('type'))
+    if model_type.split('.')[-1] != 'FineDiffusion':
+        if args.no_compile or args.precision:
+            raise SystemExit(f'error: --precision and --no-compile apply to '
+                             f'FineDiffusion, the config builds {model_type}')
+        return None
+    if args.no_compile:
+        cfg.model.compile = False
+    precision = args.precision or ('bfloat16' if on_gpu else None)
+    if precision == 'float32':
+        cfg.model.autocast = None
+    return precision if precision == 'bfloat16' else None
 
 
 def check_weights_taxonomy(config: Union[str, Config],
