@@ -149,7 +149,7 @@ def latent_cache(args: argparse.Namespace, cfg: Config, paths: dict,
     if not osp.isfile(osp.join(cache, 'manifest.json')):
         wall = run_tool(['tools/cache_latents.py', config, cache], log)
         with open(log) as f:
-            rate = re.findall(r'([\d.]+) img/s', f.read())
+            rate = re.findall(r', ([\d.]+) img/s$', f.read(), re.M)
         report = dict(setting='tools/cache_latents.py', images=args.images,
                       wall_s=round(wall, 1),
                       img_per_s=float(rate[-1]) if rate else None)

@@ -15,14 +15,18 @@ Example:
     python tools/cache_latents.py configs/finediffusion_inat.py data/inat2021/latents_256
 """
 import argparse
+import os.path as osp
+import time
 
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
-from finediffusion.datasets.latent_cache import (DTYPES, NonFiniteLatentError,
-                                                 cache_latents)
+from finediffusion.datasets.latent_cache import (DTYPES, MANIFEST,
+                                                 NonFiniteLatentError,
+                                                 cache_latents, read_manifest)
+from finediffusion.models.finediffusion import encode_posterior
 from mmagic.registry import DATASETS, MODELS
 
 
@@ -83,12 +87,15 @@ def main() -> None:
         images = images.to(device, vae_dtype)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        # The model's encoding: the posterior formed in float32.
         with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
-            posterior = vae.encode(images).latent_dist
-        return posterior.mean.float(), posterior.std.float()
+            return encode_posterior(vae, images)
 
     description = dict(vae=str(cfg.model.vae), dataset=str(dataset_cfg),
                        precision=precision)
+    finished = (sum(read_manifest(args.out)['shards'].values())
+                if osp.isfile(osp.join(args.out, MANIFEST)) else 0)
+    began = time.perf_counter()
     try:
         manifest = cache_latents(dataset, encode, args.out, description,
                                  args.shard_size, args.batch_size,
@@ -97,10 +104,12 @@ def main() -> None:
                                  pin_memory=cuda)
     except NonFiniteLatentError as error:
         raise SystemExit(f'error: {error}')
-    print(f'{sum(manifest["shards"].values())} images in '
-          f'{len(manifest["shards"])} shards at {args.out}; '
-          f'{len(manifest["skipped"])} skipped')
-
+    seconds = time.perf_counter() - began
+    total = sum(manifest['shards'].values())
+    print(f'{total} images in {len(manifest["shards"])} shards at {args.out}; '
+          f'{len(manifest["skipped"])} skipped; {total - finished} encoded by '
+          f'this run in {seconds:.1f} s after start-up, '
+          f'{(total - finished) / seconds:.1f} img/s')
 
 if __name__ == '__main__':
     main()
