@@ -115,20 +115,9 @@ def test_resumed_cache_equals_uninterrupted(image_root, vae_folder,
 
 def test_training_on_latents_gives_the_image_loss(image_root, vae_folder,
                                                   tiny_cfg, tmp_path):
-    cfg = Config(dict(
-        model=dict(vae=dict(type='AutoencoderKL', from_pretrained=vae_folder)),
-        train_dataloader=dict(dataset=dict(
-            type='HierarchyDataset', data_root=image_root,
-            pipeline=PIPELINE))))
-    config = str(tmp_path / 'cache_cfg.py')
-    cfg.dump(config)
+    config = cache_config(image_root, vae_folder, tmp_path)
     cache = str(tmp_path / 'latents')
-    run = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools/cache_latents.py'), config,
-         cache, '--shard-size', '4', '--device', 'cpu', '--dtype',
-         'float32'],
-        capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = write_cache(config, cache, '--dtype', 'float32')
     assert '9 images in 3 shards' in run.stdout
 
     model = MODELS.build(dict(
@@ -182,6 +171,18 @@ def test_cache_encodes_the_model_images_whatever_the_loader(
     assert torch.allclose(rgb['std'], bgr['std'], atol=1e-6)
 
 
+def cache_config(image_root, vae_folder, tmp_path):
+    """A config for tools/cache_latents.py: the tiny VAE over the images."""
+    cfg = Config(dict(
+        model=dict(vae=dict(type='AutoencoderKL', from_pretrained=vae_folder)),
+        train_dataloader=dict(dataset=dict(
+            type='HierarchyDataset', data_root=image_root,
+            pipeline=PIPELINE))))
+    config = str(tmp_path / 'cache_cfg.py')
+    cfg.dump(config)
+    return config
+
+
 def write_cache(config, cache, *options):
     """tools/cache_latents.py CONFIG CACHE on the CPU, shards of 4."""
     run = subprocess.run(
@@ -225,13 +226,7 @@ FLOAT16_LOSS_RTOL = 1e-5
 
 
 def test_float16_cache_trains_as_float32(image_root, vae_folder, tmp_path):
-    cfg = Config(dict(
-        model=dict(vae=dict(type='AutoencoderKL', from_pretrained=vae_folder)),
-        train_dataloader=dict(dataset=dict(
-            type='HierarchyDataset', data_root=image_root,
-            pipeline=PIPELINE))))
-    config = str(tmp_path / 'cache_cfg.py')
-    cfg.dump(config)
+    config = cache_config(image_root, vae_folder, tmp_path)
     caches = {}
     for dtype in ('float32', 'float16'):
         caches[dtype] = str(tmp_path / dtype)

@@ -9,10 +9,10 @@ from typing import List, Optional
 import torch
 from mmengine.dist import get_world_size, is_main_process
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from mmagic.registry import HOOKS
 from ..models.peft import trainable_count
+from .hooks import _unwrap
 
 # Operators whose input dtype is the precision of the backbone's matrix
 # products (linear layers, attention, the patch embedding).
@@ -23,10 +23,6 @@ MATRIX_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm',
               'aten::_scaled_dot_product_efficient_attention',
               'aten::_scaled_dot_product_cudnn_attention',
               'aten::_scaled_dot_product_flash_attention_for_cpu')
-
-
-def _unwrap(model):
-    return model.module if is_model_wrapper(model) else model
 
 
 def _sync() -> None:
@@ -98,7 +94,7 @@ class ThroughputHook(Hook):
     def after_train(self, runner) -> None:
         if not self.iter_s:
             return
-        model = _unwrap(runner.model)
+        model = _unwrap(runner)
         batch = runner.train_dataloader.batch_size * get_world_size()
         steady = sorted(self.iter_s)[len(self.iter_s) // 2]
         trainable, total = trainable_count(model.backbone)
@@ -141,7 +137,7 @@ class FullEMAHook(Hook):
         self.decay = decay
 
     def before_train(self, runner) -> None:
-        backbone = _unwrap(runner.model).backbone
+        backbone = _unwrap(runner).backbone
         self.params = list(backbone.parameters())
         self.average = [p.detach().clone() for p in self.params]
 
