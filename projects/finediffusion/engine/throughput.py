@@ -9,6 +9,7 @@ from typing import List, Optional
 import torch
 from mmengine.dist import get_world_size, is_main_process
 from mmengine.hooks import Hook
+from torch.autograd import DeviceType
 
 from mmagic.registry import HOOKS
 from ..models.peft import trainable_count
@@ -35,28 +36,36 @@ class ThroughputHook(Hook):
     """Writes ``throughput.json`` to the work dir when training ends: images
     per second over the iterations after ``warmup``, the share of each
     iteration spent waiting for data, peak GPU memory, the trainable share
-    of the backbone, whether it is compiled, and the dtypes the matrix
-    products ran in (from the profiler, over iteration ``warmup``, with its
-    backward).
+    of the backbone, whether it is compiled, the training loss of every
+    iteration, and from the profiler, over iteration ``warmup`` with its
+    backward, the dtypes the matrix products ran in and the operators that
+    took the most device time (``profile``: name, milliseconds, share).
 
     Each iteration is timed to its end on the device (a synchronisation per
-    iteration, which the optimizer's finiteness check makes anyway).
+    iteration, which the optimizer's finiteness check makes anyway). The
+    profiled iteration and the profiler's own processing count in neither
+    the iteration nor the waiting times.
 
     Args:
         warmup (int): Iterations left out of the figures (compilation,
             cuDNN's autotuning, allocator growth). Defaults to 10.
         out (str): File name in the work dir. Defaults to
             'throughput.json'.
+        top_ops (int): Operators listed in ``profile``. Defaults to 15.
     """
 
     priority = 'VERY_LOW'
 
-    def __init__(self, warmup: int = 10, out: str = 'throughput.json') -> None:
+    def __init__(self, warmup: int = 10, out: str = 'throughput.json',
+                 top_ops: int = 15) -> None:
         self.warmup = warmup
         self.out = out
+        self.top_ops = top_ops
         self.iter_s: List[float] = []
         self.data_s: List[float] = []
+        self.losses: List[float] = []
         self.matrix_dtypes: Counter = Counter()
+        self.profile: List[list] = []
         self._profiler: Optional[torch.profiler.profile] = None
         self._end = None
 
@@ -77,19 +86,38 @@ class ThroughputHook(Hook):
                          outputs=None) -> None:
         _sync()
         now = time.perf_counter()
+        if isinstance(outputs, dict) and 'loss' in outputs:
+            self.losses.append(round(float(outputs['loss']), 6))
         if self._profiler is not None:
             self._profiler.__exit__(None, None, None)
-            for event in self._profiler.events():
-                if event.name in MATRIX_OPS:
-                    # FunctionEvent has input_dtypes from torch 2.12 on.
-                    dtypes = {d for d in getattr(event, 'input_dtypes', None)
-                              or ['unknown'] if d and d != 'Scalar'}
-                    self.matrix_dtypes['/'.join(sorted(dtypes))] += 1
+            self._read_profile(self._profiler)
             self._profiler = None
         elif runner.iter >= self.warmup:
             self.iter_s.append(now - self._end)
             self.data_s.append(self._fetched - self._end)
-        self._end = now
+        # After the profiler's processing (seconds), which is not the
+        # loader's time.
+        self._end = time.perf_counter()
+
+    def _read_profile(self, profiler: torch.profiler.profile) -> None:
+        for event in profiler.events():
+            if event.name in MATRIX_OPS:
+                # FunctionEvent has input_dtypes from torch 2.12 on.
+                dtypes = {d for d in getattr(event, 'input_dtypes', None)
+                          or ['unknown'] if d and d != 'Scalar'}
+                self.matrix_dtypes['/'.join(sorted(dtypes))] += 1
+        # On a GPU the kernels (device time); on the CPU the operators'
+        # self time. Each is counted once.
+        gpu = torch.cuda.is_available()
+        key = 'self_device_time_total' if gpu else 'self_cpu_time_total'
+        averages = [a for a in profiler.key_averages()
+                    if (a.device_type != DeviceType.CPU) == gpu]
+        total = sum(getattr(a, key) for a in averages) or 1
+        for average in sorted(averages, key=lambda a: -getattr(a, key))[
+                :self.top_ops]:
+            self.profile.append([average.key[:100],
+                                 round(getattr(average, key) / 1e3, 3),
+                                 round(getattr(average, key) / total, 4)])
 
     def after_train(self, runner) -> None:
         if not self.iter_s:
@@ -112,7 +140,10 @@ class ThroughputHook(Hook):
                              None) is not None,
             compile_devices=(list(compile_options['devices'])
                              if compile_options else []),
+            float8_layers=len(getattr(model, 'float8_layers', None) or []),
             matrix_dtypes=dict(self.matrix_dtypes),
+            profile=self.profile,
+            loss=self.losses,
             optim_wrapper=type(runner.optim_wrapper).__name__)
         runner.logger.info(f'throughput: {json.dumps(report)}')
         if is_main_process():
