@@ -20,6 +20,7 @@ decode included) for each --sampler.
 Examples:
     python tools/benchmark.py configs/finediffusion_inat_latents.py --reference
     python tools/benchmark.py configs/finediffusion_inat_latents.py --cfg-options model.trainable=full
+    python tools/benchmark.py configs/finediffusion_inat_latents.py --gpus 2
     python tools/benchmark.py configs/finediffusion_inat.py --tiny --images 64 --batch-size 4 --iters 3 --warmup 1
 """
 import argparse
@@ -61,6 +62,9 @@ def parse_args() -> argparse.Namespace:
                         default=None,
                         help='also run the upstream-style settings (both '
                         'when none is named)')
+    parser.add_argument('--gpus', type=int, default=1,
+                        help='train through tools/dist_train.sh on this many '
+                        'GPUs (NCCL) when more than one')
     parser.add_argument('--amp', action='store_true',
                         help='pass --amp to tools/train.py')
     parser.add_argument('--sample', action='store_true',
@@ -78,11 +82,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def run_tool(args: List[str], log: str, env: Optional[dict] = None) -> float:
-    """Runs a tool of this repository, its output to ``log``; the wall
-    time, or SystemExit with the log's end."""
+    """Runs a tool of this repository (a Python script, or a shell script
+    run with bash), its output to ``log``; the wall time, or SystemExit with
+    the log's end."""
     start = time.perf_counter()
+    runner = ['bash'] if args[0].endswith('.sh') else [sys.executable]
     with open(log, 'w') as f:
-        code = subprocess.call([sys.executable, *args], stdout=f,
+        code = subprocess.call([*runner, *args], stdout=f,
                                stderr=subprocess.STDOUT, cwd=REPO,
                                env=env)
     if code:
@@ -187,14 +193,16 @@ def train(args: argparse.Namespace, cfg: Config, name: str, setting: tuple,
     config = osp.join(args.root, f'{name}_{label}.py')
     run.dump(config)
     work = osp.join(args.root, 'runs', f'{name}_{label}')
-    command = ['tools/train.py', config, '--work-dir', work]
+    command = (['tools/train.py', config] if args.gpus == 1 else
+               ['tools/dist_train.sh', config, str(args.gpus)])
+    command += ['--work-dir', work]
     if args.amp:
         command.append('--amp')
     wall = run_tool(command, osp.join(args.root, f'{name}_{label}.log'))
     with open(osp.join(work, 'throughput.json')) as f:
         report = json.load(f)
-    return dict(config=config_name, setting=label, wall_s=round(wall, 1),
-                **report, checkpoint=osp.join(
+    return dict(config=config_name, setting=label, gpus=args.gpus,
+                wall_s=round(wall, 1), **report, checkpoint=osp.join(
                     work, f'iter_{run.train_cfg.max_iters}.pth'),
                 dumped_config=config)
 

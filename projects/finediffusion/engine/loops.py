@@ -11,6 +11,11 @@ from torch.utils.data import BatchSampler, DataLoader
 from mmagic.registry import LOOPS
 from .sampler import ResumableInfiniteSampler
 
+# The samples trained over all ranks (runtime info of the message hub, which
+# checkpoints keep): resuming continues the data stream there, also at
+# another world size or batch size.
+SAMPLES_DRAWN = 'train_samples_drawn'
+
 
 def _skippable_sampler(
         dataloader: DataLoader) -> Optional[ResumableInfiniteSampler]:
@@ -74,9 +79,17 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         Returns:
             torch.nn.Module: The trained model.
         """
+        hub = self.runner.message_hub
+        # Per iteration, over all ranks.
+        step = self.dataloader.batch_size * self.runner.world_size
+        drawn = hub.get_info(SAMPLES_DRAWN)
+        if drawn is None:
+            # A new run, or a checkpoint of an earlier version (saved, as
+            # assumed, at this world size and batch size).
+            drawn = self._iter * step
         if self.sampler is not None:
             # Before the hooks: one may wrap the sampler's stream.
-            self.sampler.start_at(self._iter * self.dataloader.batch_size)
+            self.sampler.start_at_draw(drawn)
         self.runner.call_hook('before_train')
         # The whole run is one epoch for the hooks.
         self.runner.call_hook('before_train_epoch')
@@ -101,7 +114,11 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
                 next(self.dataloader_iterator)
         while self._iter < self._max_iters and not self.stop_training:
             self.runner.model.train()
-            self.run_iter(next(self.dataloader_iterator))
+            data_batch = next(self.dataloader_iterator)
+            # Counted before the hooks of the iteration save a checkpoint.
+            drawn += step
+            hub.update_info(SAMPLES_DRAWN, drawn)
+            self.run_iter(data_batch)
             self._decide_current_val_interval()
             if (self.runner.val_loop is not None
                     and self._iter >= self.val_begin

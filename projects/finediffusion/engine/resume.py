@@ -160,8 +160,9 @@ class ResumeRandomStateHook(Hook):
             print_log(f'the checkpoint holds the random states of '
                       f'{len(self.pending)} ranks, this run has '
                       f'{runner.world_size} ranks: not restored (each rank '
-                      'draws from the seed; the ranks hold other data than '
-                      'in the saved run)', 'current', level=30)
+                      'draws timesteps, noise and label dropout from the '
+                      'seed; the data stream continues where the saved run '
+                      'stopped)', 'current', level=30)
         self.pending = None
 
     def after_train_iter(self, runner: Runner, batch_idx: int,

@@ -154,6 +154,14 @@ class ResumableInfiniteSampler(InfiniteSampler):
         ``position`` samples had been drawn."""
         self.indices = self._indices_of_rank(position)
 
+    def start_at_draw(self, draw: int) -> None:
+        """Continues the stream of all ranks at draw ``draw`` (0-based), as
+        if ``draw`` samples had been drawn over all ranks, whatever the
+        world size that drew them: this rank's next index is its first draw
+        at or after ``draw``."""
+        # The smallest p with rank + p * world_size >= draw.
+        self.start_at(max(0, -(-(draw - self.rank) // self.world_size)))
+
     def pause(self) -> None:
         """Yields nothing until :meth:`start_at`: a data-loader iterator
         made meanwhile takes (and prefetches) no sample."""

@@ -130,7 +130,9 @@ class ThroughputHook(Hook):
         report = dict(
             iterations=len(self.iter_s),
             batch_size=batch,
+            world_size=get_world_size(),
             img_per_s=round(batch / steady, 1),
+            img_per_s_per_gpu=round(batch / get_world_size() / steady, 1),
             median_iter_s=round(steady, 4),
             data_time_share=round(sum(self.data_s) / sum(self.iter_s), 4),
             peak_memory_gib=(round(torch.cuda.max_memory_allocated() / 2**30,
