@@ -320,3 +320,20 @@ def test_storage_dtype_is_checked(image_root, tmp_path):
     manifest = cache_latents(ds, small, cache, dict(vae='small'),
                              shard_size=4, progress=False)
     assert manifest['complete'] and manifest['dtype'] == 'float32'
+
+
+def test_channels_last_encodes_as_contiguous(image_root, vae_folder,
+                                             tmp_path):
+    """--channels-last (the default on GPUs) goes through MMagic's VAE
+    wrapper and writes the latents of the contiguous layout."""
+    config = cache_config(image_root, vae_folder, tmp_path)
+    caches = {}
+    for layout in ('--no-channels-last', '--channels-last'):
+        caches[layout] = str(tmp_path / layout.strip('-'))
+        write_cache(config, caches[layout], layout, '--dtype', 'float32')
+    plain, last = (load_file(osp.join(caches[layout],
+                                      'shard_00000.safetensors'))
+                   for layout in ('--no-channels-last', '--channels-last'))
+    for key in ('mean', 'std'):
+        torch.testing.assert_close(last[key], plain[key], rtol=1e-4,
+                                   atol=1e-5)

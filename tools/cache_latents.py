@@ -21,6 +21,7 @@ import time
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
+from torch import nn
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
 from finediffusion.datasets.latent_cache import (DTYPES, MANIFEST,
@@ -76,7 +77,9 @@ def main() -> None:
             'data_preprocessor',
             dict(type='TieredDataPreprocessor'))).to(device)
     if channels_last:
-        vae = vae.to(memory_format=torch.channels_last)
+        # nn.Module's own to(): MMagic's DiffusersWrapper.to takes no
+        # memory_format.
+        nn.Module.to(vae, memory_format=torch.channels_last)
     vae_dtype = next(vae.parameters()).dtype
     # A VAE built in another dtype (model.vae.dtype) runs in it.
     autocast = (cuda and args.precision == 'bfloat16'
