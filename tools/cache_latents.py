@@ -19,11 +19,11 @@ import os.path as osp
 import time
 
 import torch
-from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
 from finediffusion.cli import non_negative_int, positive_int
+from finediffusion.config import load_config
 from finediffusion.datasets.latent_cache import (DTYPES, MANIFEST,
                                                  NonFiniteLatentError,
                                                  cache_latents, read_manifest)
@@ -58,7 +58,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = load_config(args.config)
+    except ValueError as error:
+        raise SystemExit(f'error: {error}')
     device = torch.device(args.device or (
         'cuda' if torch.cuda.is_available() else 'cpu'))
     cuda = device.type == 'cuda'

@@ -21,11 +21,11 @@ from typing import List
 
 import torch
 from PIL import Image, ImageDraw
-from mmengine.config import Config
 from tqdm import tqdm
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
 from finediffusion.cli import class_query, positive_int
+from finediffusion.config import load_config
 from finediffusion.inference import (add_precision_arguments,
                                       apply_precision, load_for_sampling)
 from finediffusion.models import FineGrainedCFG
@@ -132,7 +132,10 @@ def save_grid(rows: List[List[Image.Image]], labels: List[str],
 def main() -> None:
     args = parse_args()
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = load_config(args.config)
+    except ValueError as error:
+        raise SystemExit(f'error: {error}')
     precision = apply_precision(cfg, args, device.startswith('cuda'))
     try:
         model, taxonomy = load_for_sampling(cfg, args.weights, args.base,

@@ -10,6 +10,7 @@ from mmengine.registry import DefaultScope
 from safetensors import safe_open
 
 from mmagic.registry import MODELS
+from .config import load_config
 from .datasets.taxonomy import (Taxonomy, TaxonomyLike, check_same_taxonomy,
                                 spec_taxonomy, taxonomy_of)
 from .models.checkpoint_io import (checkpoint_taxonomy, delta_taxonomy,
@@ -77,7 +78,7 @@ def check_weights_taxonomy(config: Union[str, Config],
         ValueError: At the first subclass that differs, naming it, both
             superclasses and both sources.
     """
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    cfg = load_config(config) if isinstance(config, str) else config
     spec = cfg.model.get('backbone', {}).get('sub2super')
     if saved is None or spec is None:
         return
@@ -88,7 +89,7 @@ def check_weights_taxonomy(config: Union[str, Config],
 
 def build_model(config: Union[str, Config], base: Optional[str] = None):
     """The config's FineDiffusion, holding the base weights."""
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    cfg = load_config(config) if isinstance(config, str) else config
     model_cfg = cfg.model.copy()
     if base is not None:
         model_cfg.backbone.pretrained = base
@@ -112,7 +113,7 @@ def build_from_delta(config: Union[str, Config],
     Returns:
         FineDiffusion: In eval mode.
     """
-    config = Config.fromfile(config) if isinstance(config, str) else config
+    config = load_config(config) if isinstance(config, str) else config
     check_weights_taxonomy(config, delta_taxonomy(delta), f'the delta {delta}')
     model = build_model(config, base)
     load_delta(model, delta)
@@ -142,7 +143,7 @@ def load_for_sampling(
             that its metadata declares (the message names them), or a tensor
             has another shape.
     """
-    config = Config.fromfile(config) if isinstance(config, str) else config
+    config = load_config(config) if isinstance(config, str) else config
     if weights.endswith('.safetensors'):
         model = build_from_delta(config, weights, base, device)
         with safe_open(weights, framework='pt') as f:
