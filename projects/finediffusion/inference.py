@@ -68,7 +68,8 @@ def check_weights_taxonomy(config: Union[str, Config],
     a delta's) with the one the config's model reads, before loading them.
 
     Args:
-        config (str or Config): The config (its ``model.backbone.sub2super``).
+        config (str or Config): The config (its ``model.backbone.sub2super``);
+            a path is read by :func:`finediffusion.config.load_config`.
         saved (Taxonomy or Sequence[int], optional): From
             :func:`checkpoint_taxonomy` or :func:`delta_taxonomy`; None
             skips the check.
@@ -104,7 +105,8 @@ def build_from_delta(config: Union[str, Config],
     """The config's model, with the official base weights and a delta.
 
     Args:
-        config (str or Config): The training config (its ``model``).
+        config (str or Config): The training config (its ``model``); a
+            path is read by :func:`finediffusion.config.load_config`.
         delta (str): A delta written by ``tools/export_delta.py``.
         base (str, optional): The official DiT checkpoint; defaults to the
             config's ``model.backbone.pretrained``.
@@ -128,7 +130,8 @@ def load_for_sampling(
     """A model and its taxonomy from a delta or a training checkpoint.
 
     Args:
-        config (str or Config): The training config.
+        config (str or Config): The training config; a path is read by
+            :func:`finediffusion.config.load_config`.
         weights (str): A ``.safetensors`` delta, or a ``.pth`` checkpoint
             written by a training run of this project (PEFT-trimmed or full).
         base (str, optional): The official DiT checkpoint; defaults to the
