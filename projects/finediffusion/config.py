@@ -22,6 +22,7 @@ import copy
 from typing import Any, Dict, List, Optional
 
 from mmengine.config import Config
+from mmengine.logging import print_log
 
 RECORDS = 'copied_specs'
 _MISSING = object()
@@ -46,7 +47,9 @@ def load_config(path: str,
     cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    apply_copied_specs(cfg)
+    carried = apply_copied_specs(cfg)
+    if carried:
+        print_log(f'{path}: carried {"; ".join(carried)}', 'current')
     return cfg
 
 
@@ -66,8 +69,8 @@ def _set(tree: Config, path: str, value: Any) -> None:
 
 
 def _plain(value: Any) -> Any:
-    """Values compared as plain dicts and lists (ConfigDicts compare equal
-    to dicts, but lists of them are compared item by item here too)."""
+    """A value as plain dicts and lists, for comparisons: a tuple and the
+    list that a dumped and reloaded config holds for it are one value."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
