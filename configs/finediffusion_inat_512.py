@@ -5,21 +5,32 @@ _base_ = [
 ]
 
 model = dict(backbone=dict(sub2super={{_base_.taxonomy}}))
-train_dataloader = dict(
-    batch_size=16,
-    dataset=dict(pipeline=[
-        dict(type='LoadTieredImage', key='gt', max_failures=100),
-        dict(type='ADMCenterCrop', size=512),
-        dict(type='Flip', keys=['gt'], direction='horizontal'),
-        dict(type='PackInputs', keys='gt'),
-    ]))
-test_dataloader = dict(
-    batch_size=16,
-    dataset=dict(pipeline=[
-        dict(type='LoadTieredImage', key='gt'),
-        dict(type='ADMCenterCrop', size=512),
-        dict(type='PackInputs'),
-    ]))
+train_pipeline = [
+    dict(type='LoadTieredImage', key='gt', max_failures=100),
+    dict(type='ADMCenterCrop', size=512),
+    dict(type='Flip', keys=['gt'], direction='horizontal'),
+    dict(type='PackInputs', keys='gt'),
+]
+test_pipeline = [
+    dict(type='LoadTieredImage', key='gt'),
+    dict(type='ADMCenterCrop', size=512),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(batch_size=16, dataset=dict(pipeline=train_pipeline))
+test_dataloader = dict(batch_size=16, dataset=dict(pipeline=test_pipeline))
+val_dataloader = test_dataloader
+# What the entries above copied, for tools to carry later changes of the
+# specs (finediffusion.config); the datasets' records are the base's.
+copied_specs = {
+    'model.backbone.sub2super':
+    dict(spec='taxonomy', value={{_base_.taxonomy}}),
+    'train_dataloader.dataset.pipeline':
+    dict(spec='train_pipeline', value=train_pipeline),
+    'test_dataloader.dataset.pipeline':
+    dict(spec='test_pipeline', value=test_pipeline),
+    'val_dataloader.dataset.pipeline':
+    dict(spec='test_pipeline', value=test_pipeline),
+}
 train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=100000)
 test_cfg = dict(type='MultiTestLoop')
 test_evaluator = dict(type='Evaluator', metrics=[

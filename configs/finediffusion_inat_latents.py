@@ -23,3 +23,11 @@ train_dataloader = dict(
             dict(type='PackInputs', keys=['latent_mean', 'latent_std'],
                  meta_keys=['latent_path', 'latent_row']),
         ]))
+# The model and the training set copy the cache spec now, not taxonomy
+# (the test set still does); train_pipeline reaches nothing here.
+copied_specs = {
+    'model.backbone.sub2super':
+    dict(spec='cache', value=dict(_delete_=True, **cache)),
+    'train_dataloader.dataset':
+    dict(spec='cache', value=dict(_delete_=True, **cache)),
+}

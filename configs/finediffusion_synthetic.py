@@ -8,11 +8,12 @@
 _base_ = ['./synthetic/pretrain_base.py']
 
 data_root = 'data/synthetic/fine/train'
-taxonomy = dict(type='HierarchyDataset', data_root=data_root)
+# _delete_: replaces the base's taxonomy wherever it is copied below.
+taxonomy = dict(_delete_=True, type='HierarchyDataset', data_root=data_root)
 
 model = dict(
     backbone=dict(
-        sub2super=dict(_delete_=True, **taxonomy),
+        sub2super=taxonomy,
         affine_norms=True,
         # Written by tools/demo.py from the pretraining run's EMA weights,
         # in the official DiT layout.
@@ -29,7 +30,13 @@ model = dict(
     guidance=dict(type='FineGrainedCFG', scale=1.5))
 
 train_dataloader = dict(
-    dataset=dict(_delete_=True, **taxonomy,
-                 pipeline={{_base_.train_pipeline}}))
+    dataset=dict(taxonomy, pipeline={{_base_.train_pipeline}}))
+# What the entries above copied, for tools to carry later changes of the
+# specs (finediffusion.config); the pipeline's record is the base's.
+copied_specs = {
+    'taxonomy.data_root': dict(spec='data_root', value=data_root),
+    'model.backbone.sub2super': dict(spec='taxonomy', value=taxonomy),
+    'train_dataloader.dataset': dict(spec='taxonomy', value=taxonomy),
+}
 train_cfg = dict(max_iters=500)
 optim_wrapper = dict(optimizer=dict(lr=2e-2))

@@ -36,6 +36,17 @@ train_dataloader = dict(
         type='BasicConditionalDataset',
         data_root=data_root,
         pipeline=train_pipeline))
+# The entries above that copy a shared value, and what they copied: tools
+# carry a later change of it (a child config, --cfg-options) into them
+# (finediffusion.config.apply_copied_specs). num_classes, derived from
+# sub2super, is not a copy: the model refuses a table of another length.
+copied_specs = {
+    'model.backbone.sub2super': dict(spec='sub2super', value=sub2super),
+    'train_dataloader.dataset.data_root':
+    dict(spec='data_root', value=data_root),
+    'train_dataloader.dataset.pipeline':
+    dict(spec='train_pipeline', value=train_pipeline),
+}
 
 train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=40)
 optim_wrapper = dict(

@@ -5,6 +5,10 @@ _base_ = [
 ]
 
 model = dict(backbone=dict(sub2super={{_base_.taxonomy}}))
+copied_specs = {
+    'model.backbone.sub2super':
+    dict(spec='taxonomy', value={{_base_.taxonomy}}),
+}
 train_cfg = dict(
     type='ResumableIterBasedTrainLoop', max_iters=50000, val_interval=10000)
 # The dataset config sets val_dataloader; MMEngine's Runner refuses it

@@ -1,8 +1,8 @@
 """Duplicates in annotation files are refused, naming the id or path and
 the file, for every format, through the shipped configs' datasets; paths
 are compared as paths (``./a/b.jpg`` is ``a/b.jpg``). VegFru lists are
-also refused for a negative label and for a subclass whose images lie in
-two folders (its name is its folder)."""
+also refused for a label out of range or not in ASCII digits, and for a
+subclass whose images lie in two folders (its name is its folder)."""
 import json
 import os.path as osp
 
@@ -124,13 +124,27 @@ SUP = ['veg/cabbage/1.jpg 0', 'veg/cabbage/3.jpg 0', 'veg/lettuce/2.jpg 0',
      r'1 on line 4 \(as fru/apple/4.jpg\) and 1 here'),
     # A negative label failed a training step later, naming no file.
     (VEG + ['veg/lettuce/5.jpg -1'], SUP + ['veg/lettuce/5.jpg 0'],
-     r'vegfru_train.txt:5: label -1 of veg/lettuce/5.jpg is negative'),
+     r'vegfru_train.txt:5: label -1 of veg/lettuce/5.jpg is out of range: '
+     r'labels are class ids from 0, each with an image, so below 5'),
+    # So did a label past the class ids (reported as a gap, naming no line)
+    # and one in other digits than ASCII (int() failed, or read it).
+    (VEG + ['veg/kale/5.jpg 10'], SUP + ['veg/kale/5.jpg 0'],
+     r'vegfru_train.txt:5: label 10 of veg/kale/5.jpg is out of range'),
+    (VEG, SUP[:3] + ['fru/apple/4.jpg 4'],
+     r'supvegfru_train.txt:4: label 4 of fru/apple/4.jpg is out of range'),
+    (VEG + ['veg/kale/5.jpg \u00b3'], SUP + ['veg/kale/5.jpg 0'],
+     r'vegfru_train.txt:5: expected "path label", got '
+     r"'veg/kale/5.jpg \u00b3'"),
+    (VEG + ['veg/kale/5.jpg \u0663'], SUP + ['veg/kale/5.jpg 0'],
+     r'vegfru_train.txt:5: expected "path label"'),
     # A pear labelled as apple renamed subclass 2 'pear'.
     (VEG + ['fru/pear/5.jpg 2'], SUP + ['fru/pear/5.jpg 1'],
      r'vegfru_train.txt:5: subclass 2 has images in two folders, fru/apple/ '
      r'\(fru/apple/4.jpg, line 4\) and fru/pear/ \(fru/pear/5.jpg\)'),
 ], ids=['subclass list', 'superclass list', 'subclass list spelled',
-        'superclass list spelled', 'negative label', 'two folders'])
+        'superclass list spelled', 'negative label', 'label past the ids',
+        'superclass label past the ids', 'superscript digit',
+        'arabic-indic digit', 'two folders'])
 def test_vegfru_lists_are_checked(tmp_path, sub_lines, sup_lines,
                                        message):
     write_vegfru(tmp_path, sub_lines, sup_lines)

@@ -162,6 +162,34 @@ def test_hierarchy_folders_csv_and_json(tmp_path):
                             ann_file='gap.json'))
 
 
+def test_hidden_and_system_files_are_not_samples(tmp_path):
+    """What macOS, Windows, Jupyter and NAS systems leave in folders: an
+    AppleDouble companion ends like an image (``._a.jpg``), and an unzipped
+    archive's ``__MACOSX`` mirrors the class folders."""
+    for path in ('insects/monarch/a.jpg', 'insects/monarch/b.jpg',
+                 'birds/robin/c.png'):
+        write_image(str(tmp_path / path))
+    junk = ['insects/monarch/._a.jpg', 'insects/monarch/._b.jpg',
+            'insects/monarch/.DS_Store', 'insects/monarch/Thumbs.db',
+            'insects/.DS_Store', '.DS_Store', 'birds/robin/desktop.ini',
+            '__MACOSX/insects/monarch/._a.jpg', '__MACOSX/birds/._robin',
+            'insects/.hidden/x.jpg', 'birds/robin/@eaDir/c.png',
+            '.Trashes/old/x.jpg']
+    for path in junk:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b'\x00\x05\x16\x07 AppleDouble')
+    write_image(str(tmp_path / 'birds/robin/.ipynb_checkpoints/c.png'))
+    ds = DATASETS.build(dict(type='HierarchyDataset',
+                             data_root=str(tmp_path), pipeline=PIPELINE))
+    assert len(ds) == 3
+    assert [ds.get_data_info(i)['gt_path'] for i in range(3)] == [
+        str(tmp_path / p) for p in ('birds/robin/c.png',
+                                    'insects/monarch/a.jpg',
+                                    'insects/monarch/b.jpg')]
+    assert ds.metainfo['taxonomy']['names'] == ['robin', 'monarch']
+    assert ds.metainfo['taxonomy']['super_names'] == ['birds', 'insects']
+
+
 def reference_center_crop(pil_image, image_size):
     """ADM's center_crop_arr, from its description in the ADM/DiT papers'
     code release: box-halve, bicubic resize of the short side, center cut."""

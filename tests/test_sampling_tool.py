@@ -1,7 +1,9 @@
 """Class-name resolution and tools/sample.py, end to end on the CPU."""
+import json
 import os.path as osp
 import subprocess
 import sys
+import unicodedata
 
 import pytest
 from PIL import Image
@@ -52,6 +54,44 @@ def test_a_name_of_several_classes_is_ambiguous():
                        r'subclasses\)'):
         taxonomy.resolve('Insecta')
     assert taxonomy.resolve('Vanessa cardui') == [1]
+
+
+NUMBERED = Taxonomy(  # class folders 1, 2, 10, 11, in name (string) order
+    names=['1', '10', '11', '2'], sub2super=[0, 0, 1, 1],
+    super_names=['a', 'b'])
+
+
+def test_a_number_that_is_also_a_name_is_refused():
+    """Ids follow name order, so folder '2' is id 3 and id 2 is folder
+    '11': '2' alone has two readings; id:N is always an id."""
+    with pytest.raises(ValueError, match=r"class '2' is ambiguous: it names "
+                       r'subclass id 2 \(11 / b\) and subclass id 3 '
+                       r'\(2 / b\); give a subclass id as id:2 or id:3'):
+        NUMBERED.resolve('2')
+    assert NUMBERED.resolve('id:2') == [2]
+    assert NUMBERED.resolve('id:3') == [3]
+    assert NUMBERED.resolve('0') == [0]  # no class is named 0
+    assert NUMBERED.resolve('10') == [1]  # id 10 does not exist
+    with pytest.raises(ValueError, match='class id 7 is out of range'):
+        NUMBERED.resolve('id:7')
+
+
+def test_names_compare_after_unicode_normalisation():
+    composed = Taxonomy(names=['Gallinago gallinago'], sub2super=[0],
+                        super_names=['Oiseaux'],
+                        common_names=['B\u00e9cassine des marais'])
+    typed = unicodedata.normalize('NFD', 'b\u00e9cassine des MARAIS')
+    assert typed != 'b\u00e9cassine des MARAIS'
+    assert composed.resolve(typed) == [0]
+
+
+@pytest.mark.parametrize('query', ['', '  '])
+def test_an_empty_name_is_refused(query):
+    # Subclasses without a common name have an empty one.
+    with pytest.raises(ValueError, match='empty class name'):
+        Taxonomy(names=['Danaus plexippus', 'Vanessa cardui'],
+                 sub2super=[0, 0], super_names=['Insecta'],
+                 common_names=['Monarch', '']).resolve(query)
 
 
 @pytest.fixture(scope='module')
@@ -120,3 +160,22 @@ def test_sample_tool_in_bf16_weights_is_close_to_float32(trained):
             Image.open(osp.join(out, '1_00_square_01', '0.png')), np.int16)
     difference = np.abs(outs['float32'] - outs['bfloat16'])
     assert difference.max() <= 32 and difference.mean() < 4
+
+
+def test_sample_tool_refuses_a_number_that_is_also_a_name(trained):
+    """The weights' taxonomy names its classes by numbers (a delta of the
+    tiny run, saved with the numbered folders' names)."""
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    config, ckpt, root = trained
+    delta = str(root / 'numbered.safetensors')
+    export_delta(ckpt, delta)
+    with safe_open(delta, framework='pt') as f:
+        meta = f.metadata()
+    meta['taxonomy'] = json.dumps(NUMBERED.to_dict())
+    save_file(load_file(delta), delta, metadata=meta)
+    run = sample(config, delta, str(root / 'numbered'), '2')
+    assert run.returncode == 1
+    assert ("error: class '2' is ambiguous: it names subclass id 2 (11 / b) "
+            'and subclass id 3 (2 / b)') in run.stderr
+    assert not osp.exists(str(root / 'numbered'))

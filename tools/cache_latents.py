@@ -19,11 +19,12 @@ import os.path as osp
 import time
 
 import torch
-from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from torch import nn
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
+from finediffusion.cli import non_negative_int, positive_int
+from finediffusion.config import load_config
 from finediffusion.datasets.latent_cache import (DTYPES, MANIFEST,
                                                  NonFiniteLatentError,
                                                  cache_latents, read_manifest)
@@ -36,13 +37,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config', help='a config with model.vae and an image '
                         'train_dataloader')
     parser.add_argument('out', help='cache folder')
-    parser.add_argument('--shard-size', type=int, default=1024)
-    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--shard-size', type=positive_int, default=1024,
+                        help='images per shard (default: 1024)')
+    parser.add_argument('--batch-size', type=positive_int, default=32)
     parser.add_argument('--device', default=None,
                         help='default: cuda when available')
     parser.add_argument('--dtype', choices=sorted(DTYPES), default='float16',
                         help='storage of mean and std (default: float16)')
-    parser.add_argument('--workers', type=int, default=None,
+    parser.add_argument('--workers', type=non_negative_int, default=None,
                         help="image-loading workers (default: the config's "
                         'train_dataloader.num_workers)')
     parser.add_argument('--precision', choices=('bfloat16', 'float32'),
@@ -57,7 +59,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = load_config(args.config)
+    except ValueError as error:
+        raise SystemExit(f'error: {error}')
     device = torch.device(args.device or (
         'cuda' if torch.cuda.is_available() else 'cpu'))
     cuda = device.type == 'cuda'

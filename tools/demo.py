@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
+from finediffusion.config import load_config
 from finediffusion.datasets.synthetic import write_synthetic_hierarchy
 from finediffusion.evaluation.judge import (Judge, accuracy,
                                             intra_class_spread)
@@ -282,9 +283,7 @@ def _cli(value) -> str:
 
 
 def _config(path: str, options: Dict) -> Config:
-    cfg = Config.fromfile(osp.join(ROOT, path))
-    cfg.merge_from_dict(options)
-    return cfg
+    return load_config(osp.join(ROOT, path), options)
 
 
 def _train_speed(work_dir: str, batch: int) -> float:

@@ -5,16 +5,17 @@ Example:
 """
 import argparse
 
+from finediffusion.cli import positive_int
 from finediffusion.datasets import write_toy_hierarchy
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('root', help='output folder')
-    parser.add_argument('--superclasses', type=int, default=2)
-    parser.add_argument('--subclasses-per-super', type=int, default=2)
-    parser.add_argument('--images-per-class', type=int, default=8)
-    parser.add_argument('--size', type=int, default=16)
+    parser.add_argument('--superclasses', type=positive_int, default=2)
+    parser.add_argument('--subclasses-per-super', type=positive_int, default=2)
+    parser.add_argument('--images-per-class', type=positive_int, default=8)
+    parser.add_argument('--size', type=positive_int, default=16)
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()
     sub2super = write_toy_hierarchy(args.root, args.superclasses,

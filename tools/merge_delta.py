@@ -9,9 +9,9 @@ Example:
 import argparse
 
 import finediffusion  # noqa: F401  (compatibility fixes before mmengine use)
+from finediffusion.config import load_config
 from finediffusion.inference import build_from_delta
 from finediffusion.models.checkpoint_io import check_output
-from mmengine.config import Config
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -26,7 +26,7 @@ def main() -> None:
         'model.backbone.pretrained)')
     args = parser.parse_args()
     try:
-        cfg = Config.fromfile(args.config)
+        cfg = load_config(args.config)
         base = args.base or cfg.model.backbone.get('pretrained')
         check_output(args.out, [args.config, args.delta, base])
         model = build_from_delta(cfg, args.delta, base=args.base)

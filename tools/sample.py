@@ -1,7 +1,10 @@
 """Generates images for classes given by id or name, with a labelled grid.
 
 Classes: ids, subclass names (scientific or common) or superclass names (all
-their subclasses), from the taxonomy saved with the weights. Writes
+their subclasses), from the taxonomy saved with the weights; names compare
+case-insensitively after Unicode normalisation. A number is an id and also
+a name (folders named 1, 2, ...): one that reads both ways is refused, and
+id:N is always id N. Writes
 OUT/grid.png (a row per class, labelled; a superclass's subclasses adjacent)
 and OUT/<id>_<name>/<n>.png.
 
@@ -18,10 +21,11 @@ from typing import List
 
 import torch
 from PIL import Image, ImageDraw
-from mmengine.config import Config
 from tqdm import tqdm
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
+from finediffusion.cli import class_query, positive_int
+from finediffusion.config import load_config
 from finediffusion.inference import (add_precision_arguments,
                                       apply_precision, load_for_sampling)
 from finediffusion.models import FineGrainedCFG
@@ -41,16 +45,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--base', help='official DiT checkpoint (default: '
                         "the config's model.backbone.pretrained)")
     parser.add_argument('--classes', nargs='+', required=True,
-                        help='class ids, subclass or superclass names')
-    parser.add_argument('-n', '--per-class', type=int, default=4)
+                        type=class_query,
+                        help='class ids (N or id:N), subclass names '
+                        '(scientific or common) or superclass names; a '
+                        'number that is also a class name is refused as '
+                        'ambiguous, id:N is always an id')
+    parser.add_argument('-n', '--per-class', type=positive_int, default=4,
+                        help='images per class (default: 4)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--guidance', default='fine_grained',
                         choices=['fine_grained', 'standard', 'none'])
     parser.add_argument('--scale', type=float, default=4.0)
     parser.add_argument('--sampler', default='ddpm', choices=sorted(SAMPLERS))
-    parser.add_argument('--steps', type=int, default=None,
+    parser.add_argument('--steps', type=positive_int, default=None,
                         help='default: 250 for ddpm, 25 otherwise')
-    parser.add_argument('--batch-size', type=int, default=None,
+    parser.add_argument('--batch-size', type=positive_int, default=None,
                         help='default: 256 on a GPU, 8 on the CPU; halved '
                         'on out-of-memory')
     parser.add_argument('--device', default=None,
@@ -123,7 +132,10 @@ def save_grid(rows: List[List[Image.Image]], labels: List[str],
 def main() -> None:
     args = parse_args()
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = load_config(args.config)
+    except ValueError as error:
+        raise SystemExit(f'error: {error}')
     precision = apply_precision(cfg, args, device.startswith('cuda'))
     try:
         model, taxonomy = load_for_sampling(cfg, args.weights, args.base,

@@ -19,7 +19,8 @@ from finediffusion.inference import (add_precision_arguments,
                                       apply_precision,
                                       check_weights_taxonomy)
 from finediffusion.models.checkpoint_io import delta_taxonomy, load_delta
-from mmengine.config import Config, DictAction
+from finediffusion.config import load_config
+from mmengine.config import DictAction
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -59,10 +60,11 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+    except ValueError as error:
+        raise SystemExit(f'error: {error}')
     cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
     if cfg.launcher == 'pytorch' and not torch.cuda.is_available():

@@ -12,6 +12,7 @@ import torch
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
 from finediffusion.engine import latest_checkpoint
 from finediffusion.engine.distributed import use_cpu_distributed
+from finediffusion.config import load_config
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
@@ -52,10 +53,11 @@ def parse_args() -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> Config:
     """Merges the command line into the config."""
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+    except ValueError as error:
+        raise SystemExit(f'error: {error}')
     cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
     if args.work_dir:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:

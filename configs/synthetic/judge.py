@@ -55,6 +55,13 @@ val_dataloader = dict(
         data_root=f'{data_root}/val',
         pipeline=pipeline))
 val_evaluator = dict(type='Accuracy', topk=(1, ))
+# The entries above that copy num_classes: tools carry a later change of it
+# (--cfg-options) into them (finediffusion.config.apply_copied_specs).
+copied_specs = {
+    'model.head.num_classes': dict(spec='num_classes', value=num_classes),
+    'data_preprocessor.num_classes':
+    dict(spec='num_classes', value=num_classes),
+}
 
 train_cfg = dict(
     type='mmagic.ResumableIterBasedTrainLoop', max_iters=550,

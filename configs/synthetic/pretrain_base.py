@@ -46,6 +46,16 @@ train_dataloader = dict(
     # one per image, which made the main process the bottleneck on a GPU.
     collate_fn=dict(type='default_collate'),
     dataset=dict(**taxonomy, pipeline=train_pipeline))
+# The entries above that copy a shared spec, and what they copied: tools
+# carry a later change of the spec (a child config, --cfg-options) into
+# them (finediffusion.config.apply_copied_specs).
+copied_specs = {
+    'taxonomy.data_root': dict(spec='data_root', value=data_root),
+    'model.backbone.sub2super': dict(spec='taxonomy', value=taxonomy),
+    'train_dataloader.dataset': dict(spec='taxonomy', value=taxonomy),
+    'train_dataloader.dataset.pipeline':
+    dict(spec='train_pipeline', value=train_pipeline),
+}
 
 train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=600)
 optim_wrapper = dict(

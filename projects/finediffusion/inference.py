@@ -10,6 +10,7 @@ from mmengine.registry import DefaultScope
 from safetensors import safe_open
 
 from mmagic.registry import MODELS
+from .config import load_config
 from .datasets.taxonomy import (Taxonomy, TaxonomyLike, check_same_taxonomy,
                                 spec_taxonomy, taxonomy_of)
 from .models.checkpoint_io import (checkpoint_taxonomy, delta_taxonomy,
@@ -67,7 +68,8 @@ def check_weights_taxonomy(config: Union[str, Config],
     a delta's) with the one the config's model reads, before loading them.
 
     Args:
-        config (str or Config): The config (its ``model.backbone.sub2super``).
+        config (str or Config): The config (its ``model.backbone.sub2super``);
+            a path is read by :func:`finediffusion.config.load_config`.
         saved (Taxonomy or Sequence[int], optional): From
             :func:`checkpoint_taxonomy` or :func:`delta_taxonomy`; None
             skips the check.
@@ -77,7 +79,7 @@ def check_weights_taxonomy(config: Union[str, Config],
         ValueError: At the first subclass that differs, naming it, both
             superclasses and both sources.
     """
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    cfg = load_config(config) if isinstance(config, str) else config
     spec = cfg.model.get('backbone', {}).get('sub2super')
     if saved is None or spec is None:
         return
@@ -88,7 +90,7 @@ def check_weights_taxonomy(config: Union[str, Config],
 
 def build_model(config: Union[str, Config], base: Optional[str] = None):
     """The config's FineDiffusion, holding the base weights."""
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    cfg = load_config(config) if isinstance(config, str) else config
     model_cfg = cfg.model.copy()
     if base is not None:
         model_cfg.backbone.pretrained = base
@@ -103,7 +105,8 @@ def build_from_delta(config: Union[str, Config],
     """The config's model, with the official base weights and a delta.
 
     Args:
-        config (str or Config): The training config (its ``model``).
+        config (str or Config): The training config (its ``model``); a
+            path is read by :func:`finediffusion.config.load_config`.
         delta (str): A delta written by ``tools/export_delta.py``.
         base (str, optional): The official DiT checkpoint; defaults to the
             config's ``model.backbone.pretrained``.
@@ -112,7 +115,7 @@ def build_from_delta(config: Union[str, Config],
     Returns:
         FineDiffusion: In eval mode.
     """
-    config = Config.fromfile(config) if isinstance(config, str) else config
+    config = load_config(config) if isinstance(config, str) else config
     check_weights_taxonomy(config, delta_taxonomy(delta), f'the delta {delta}')
     model = build_model(config, base)
     load_delta(model, delta)
@@ -127,7 +130,8 @@ def load_for_sampling(
     """A model and its taxonomy from a delta or a training checkpoint.
 
     Args:
-        config (str or Config): The training config.
+        config (str or Config): The training config; a path is read by
+            :func:`finediffusion.config.load_config`.
         weights (str): A ``.safetensors`` delta, or a ``.pth`` checkpoint
             written by a training run of this project (PEFT-trimmed or full).
         base (str, optional): The official DiT checkpoint; defaults to the
@@ -142,7 +146,7 @@ def load_for_sampling(
             that its metadata declares (the message names them), or a tensor
             has another shape.
     """
-    config = Config.fromfile(config) if isinstance(config, str) else config
+    config = load_config(config) if isinstance(config, str) else config
     if weights.endswith('.safetensors'):
         model = build_from_delta(config, weights, base, device)
         with safe_open(weights, framework='pt') as f:

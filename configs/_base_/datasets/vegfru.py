@@ -25,9 +25,21 @@ test_dataloader = dict(
     batch_size=32,
     num_workers=8,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type='VegFruDataset',
-        data_root=data_root,
-        split='test',
-        pipeline=test_pipeline))
+    dataset=dict(taxonomy, split='test', pipeline=test_pipeline))
 val_dataloader = test_dataloader
+
+# The entries above that copy a shared spec, and what they copied: tools
+# carry a later change of the spec (a child config, --cfg-options) into
+# them (finediffusion.config.apply_copied_specs).
+copied_specs = {
+    'taxonomy.data_root': dict(spec='data_root', value=data_root),
+    'train_dataloader.dataset': dict(spec='taxonomy', value=taxonomy),
+    'train_dataloader.dataset.pipeline':
+    dict(spec='train_pipeline', value=train_pipeline),
+    'test_dataloader.dataset': dict(spec='taxonomy', value=taxonomy),
+    'test_dataloader.dataset.pipeline':
+    dict(spec='test_pipeline', value=test_pipeline),
+    'val_dataloader.dataset': dict(spec='taxonomy', value=taxonomy),
+    'val_dataloader.dataset.pipeline':
+    dict(spec='test_pipeline', value=test_pipeline),
+}

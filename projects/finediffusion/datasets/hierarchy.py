@@ -14,16 +14,35 @@ from .tiered_dataset import (TieredImageDataset, first_duplicate, index_names,
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 
+# Entries that file managers, archivers and NAS systems leave in folders:
+# macOS's AppleDouble companions (``._photo.jpg``, which ends like an image)
+# and other dot-files and folders, and Windows' and Synology's.
+SYSTEM_NAMES = ('__macosx', 'thumbs.db', 'desktop.ini', '@eadir',
+                '$recycle.bin', 'system volume information')
+
+
+def is_hidden(name: str) -> bool:
+    """Whether a folder entry is a hidden or system file or folder, not
+    data: a dot-name (``.DS_Store``, ``._a.jpg``, ``.ipynb_checkpoints``) or
+    one of :data:`SYSTEM_NAMES` (any case)."""
+    return name.startswith('.') or name.casefold() in SYSTEM_NAMES
+
+
+def _entries(folder: str) -> List[str]:
+    """The names in a folder, sorted, without hidden and system entries."""
+    return sorted(n for n in os.listdir(folder) if not is_hidden(n))
+
+
 def _scan_folders(root: str) -> List[Tuple[str, str, str]]:
     rows = []
-    for sup in sorted(os.listdir(root)):
+    for sup in _entries(root):
         if not osp.isdir(osp.join(root, sup)):
             continue
-        for sub in sorted(os.listdir(osp.join(root, sup))):
+        for sub in _entries(osp.join(root, sup)):
             folder = osp.join(root, sup, sub)
             if not osp.isdir(folder):
                 continue
-            for name in sorted(os.listdir(folder)):
+            for name in _entries(folder):
                 if name.lower().endswith(IMAGE_EXTENSIONS):
                     rows.append((f'{sup}/{sub}/{name}', sub, sup))
     if not rows:

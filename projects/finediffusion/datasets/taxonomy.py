@@ -2,6 +2,8 @@
 taxonomy readers of the datasets."""
 import difflib
 import os.path as osp
+import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import (Callable, Dict, List, Mapping, Optional, Sequence, Tuple,
@@ -65,51 +67,83 @@ class Taxonomy:
         return f'{name} / {self.super_names[self.sub2super[sub]]}'
 
     def resolve(self, query: str) -> List[int]:
-        """Subclass ids for an id, a subclass name (scientific or common) or
-        a superclass name (all its subclasses), case-insensitive.
+        """Subclass ids for a class id, a subclass name (scientific or
+        common) or a superclass name (all its subclasses).
+
+        Rules: ``id:N`` is always subclass id N; a plain number is id N and
+        also a name (class folders are often named by numbers, and ids
+        follow name order, so folder "2" need not be id 2); names compare
+        case-insensitively after Unicode normalisation (a name typed in
+        decomposed form matches its composed spelling). A query with more
+        than one reading, e.g. "2" as id 2 and as the name of id 4, or a
+        common name two species share, is refused listing the readings.
 
         Raises:
-            ValueError: For an unknown name, listing the closest ones; for a
-                name of several classes (e.g. a common name two species
-                share), listing them.
+            ValueError: For an empty query; an id out of range; an unknown
+                name, listing the closest ones; a query of several
+                readings, listing them.
         """
-        if query.isdigit():
-            sub = int(query)
-            if sub >= len(self.names):
-                raise ValueError(f'class id {sub} is out of range: the '
-                                 f'taxonomy has {len(self.names)} subclasses')
-            return [sub]
-        key = query.casefold()
-        # Every reading of the name: common names repeat in real taxonomies
-        # (and a subclass may share its superclass's name), so the first
-        # match could silently be the wrong class.
+        if not query.strip():
+            raise ValueError(f'empty class name {query!r}: give a class id, '
+                             'a subclass or a superclass name')
+        forced = re.fullmatch(r'id:([0-9]+)', query)
+        if forced:
+            return [self._subclass_id(forced.group(1))]
+        key = _fold(query)
+        # Every reading of the query: common names repeat in real
+        # taxonomies, a subclass may share its superclass's name, and a
+        # number may be a name, so the first match could silently be the
+        # wrong class.
         meanings = {}
+        if re.fullmatch(r'[0-9]+', query) and int(query) < len(self.names):
+            sub = int(query)
+            meanings[(sub, )] = f'subclass id {sub} ({self.label(sub)})'
         for names in (self.names, self.common_names):
             for sub, name in enumerate(names):
-                if name.casefold() == key:
+                if name and _fold(name) == key:
                     meanings.setdefault(
                         (sub, ), f'subclass id {sub} ({self.label(sub)})')
         for sup, name in enumerate(self.super_names):
-            if name.casefold() == key:
+            if name and _fold(name) == key:
                 subs = tuple(s for s, p in enumerate(self.sub2super)
                              if p == sup)
                 meanings.setdefault(subs, f'superclass {name!r} (id {sup}, '
                                     f'{len(subs)} subclasses)')
         if len(meanings) > 1:
+            ids = ' or '.join(f'id:{subs[0]}' for subs in meanings
+                              if len(subs) == 1)
             raise ValueError(
-                f'class name {query!r} is ambiguous: it names '
-                f'{" and ".join(meanings.values())}; give a subclass id '
-                'instead')
+                f'class {query!r} is ambiguous: it names '
+                f'{" and ".join(meanings.values())}; give a subclass id as '
+                f'{ids or "id:N"}')
         if meanings:
             return list(next(iter(meanings)))
-        candidates = self.names + self.common_names + self.super_names
-        close = difflib.get_close_matches(query, candidates, n=5, cutoff=0.5)
-        if not close:
-            folded = {c.casefold(): c for c in candidates}
-            close = [folded[c] for c in difflib.get_close_matches(
-                key, list(folded), n=5, cutoff=0.5)]
+        if re.fullmatch(r'[0-9]+', query):
+            return [self._subclass_id(query)]
+        candidates = [c for c in self.names + self.common_names +
+                      self.super_names if c]
+        folded = {}
+        for candidate in candidates:
+            folded.setdefault(_fold(candidate), candidate)
+        close = [folded[c] for c in difflib.get_close_matches(
+            key, list(folded), n=5, cutoff=0.5)]
         hint = f'; closest: {close}' if close else ''
         raise ValueError(f'unknown class or superclass name {query!r}{hint}')
+
+    def _subclass_id(self, digits: str) -> int:
+        sub = int(digits)
+        if sub >= len(self.names):
+            raise ValueError(f'class id {sub} is out of range: the '
+                             f'taxonomy has {len(self.names)} subclasses')
+        return sub
+
+
+def _fold(name: str) -> str:
+    """The key names are compared by: Unicode's canonical caseless form
+    (NFD, case-folded, NFD again), so that composed and decomposed
+    spellings of one name, and its cases, are one key."""
+    return unicodedata.normalize(
+        'NFD', unicodedata.normalize('NFD', name).casefold())
 
 
 def taxonomy_of(dataset_meta: Optional[dict],

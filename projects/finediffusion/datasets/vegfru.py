@@ -1,5 +1,6 @@
 """VegFru: vegfru_list/{vegfru,supvegfru}_<split>.txt label lists."""
 import os.path as osp
+import re
 from typing import Dict, List, NamedTuple, Tuple
 
 from mmagic.registry import DATASETS
@@ -20,34 +21,35 @@ def _read_list(path: str) -> Dict[str, _Entry]:
 
     Raises:
         ValueError: Naming the file and line, for a line that is not
-            "path label", a negative label (labels index the class table;
-            a negative one would fail a training step naming no file), or
-            a path listed twice (kept once it would drop a label, or count
-            the image twice), also when spelled differently.
+            "path label" (the label in ASCII digits), a label out of range
+            (labels are dense class ids from 0, each with an image, so a
+            list of N lines holds ids below N: a negative or larger one
+            would fail a training step naming no file), or a path listed
+            twice (kept once it would drop a label, or count the image
+            twice), also when spelled differently.
     """
-    entries = {}
     with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 2 or not parts[1].lstrip('-').isdigit():
-                raise ValueError(f'{path}:{number}: expected "path label", '
-                                 f'got {line.strip()!r}')
-            label = int(parts[1])
-            if label < 0:
-                raise ValueError(f'{path}:{number}: label {parts[1]} of '
-                                 f'{parts[0]} is negative; labels are class '
-                                 'ids from 0')
-            first = entries.get(path_key(parts[0]))
-            if first:
-                spelled = ('' if first.path == parts[0] else
-                           f' (as {first.path})')
-                raise ValueError(
-                    f'{path}:{number}: {parts[0]} is listed twice, with '
-                    f'label {first.label} on line {first.line}{spelled} '
-                    f'and {label} here')
-            entries[path_key(parts[0])] = _Entry(label, number, parts[0])
+        lines = [(number, line.split()) for number, line in enumerate(f, 1)
+                 if line.strip()]
+    entries = {}
+    for number, parts in lines:
+        if len(parts) != 2 or not re.fullmatch(r'-?[0-9]+', parts[1]):
+            raise ValueError(f'{path}:{number}: expected "path label", '
+                             f'got {" ".join(parts)!r}')
+        label = int(parts[1])
+        if not 0 <= label < len(lines):
+            raise ValueError(
+                f'{path}:{number}: label {parts[1]} of {parts[0]} is out of '
+                f'range: labels are class ids from 0, each with an image, '
+                f'so below {len(lines)} in a list of {len(lines)} images')
+        first = entries.get(path_key(parts[0]))
+        if first:
+            spelled = '' if first.path == parts[0] else f' (as {first.path})'
+            raise ValueError(
+                f'{path}:{number}: {parts[0]} is listed twice, with label '
+                f'{first.label} on line {first.line}{spelled} and {label} '
+                'here')
+        entries[path_key(parts[0])] = _Entry(label, number, parts[0])
     return entries
 
 
