@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ..datasets.taxonomy import Taxonomy, TaxonomyLike, taxonomy_of
 from .ema import ema_key
 from .peft import NEVER_TRAINABLE
+from ..weights_only import load_weights
 
 DELTA_FORMAT = 'finediffusion-delta/1'
 
@@ -52,7 +53,7 @@ def load_official_dit(model: nn.Module, path: str) -> dict:
         ValueError: When the file is not a DiT state dict, or a tensor is
             missing or has another shape; the message names the key.
     """
-    state = torch.load(path, map_location='cpu', weights_only=True)
+    state = load_weights(path, map_location='cpu')
     if not isinstance(state, dict) or not all(
             isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f'{path} is not a plain DiT state dict (expected '
@@ -342,7 +343,7 @@ def export_delta(checkpoint: str, out: str, use_ema: bool = True) -> dict:
             ``meta.peft`` declares (the message names them).
     """
     check_output(out, [checkpoint])
-    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    ckpt = load_weights(checkpoint, map_location='cpu')
     meta = ckpt.get('meta', {})
     if 'peft' not in meta:
         raise ValueError(f'{checkpoint} was not written by a FineDiffusion '
