@@ -136,3 +136,25 @@ def test_mmengine_checkpoints_still_load_with_the_variable(
     checkpoint = _load_checkpoint(osp.join(cfg.work_dir, 'iter_1.pth'),
                                   map_location='cpu')
     assert checkpoint['meta']['iter'] == 1
+
+
+def test_product_code_reads_checkpoints_through_load_weights():
+    """A new ``torch.load`` in the package or the tools would be read with
+    whatever the environment says: every read goes through load_weights."""
+    import ast
+    found = []
+    for top in ('projects', 'tools'):
+        for folder, _, names in os.walk(osp.join(REPO, top)):
+            for name in names:
+                path = osp.join(folder, name)
+                if not name.endswith('.py') or name == 'weights_only.py':
+                    continue
+                with open(path) as f:
+                    tree = ast.parse(f.read(), path)
+                found += [f'{osp.relpath(path, REPO)}:{node.lineno}'
+                          for node in ast.walk(tree)
+                          if isinstance(node, ast.Attribute)
+                          and node.attr == 'load'
+                          and isinstance(node.value, ast.Name)
+                          and node.value.id == 'torch']
+    assert not found, found
