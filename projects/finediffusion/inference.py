@@ -16,6 +16,7 @@ from .datasets.taxonomy import (Taxonomy, TaxonomyLike, check_same_taxonomy,
 from .models.checkpoint_io import (checkpoint_taxonomy, delta_taxonomy,
                                    load_delta, peft_state_dict,
                                    require_shapes)
+from .weights_only import load_weights
 
 
 def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
@@ -154,7 +155,7 @@ def load_for_sampling(
         taxonomy = (Taxonomy.from_dict(json.loads(meta['taxonomy']))
                     if 'taxonomy' in meta else None)
     else:
-        ckpt = torch.load(weights, map_location='cpu', weights_only=True)
+        ckpt = load_weights(weights, map_location='cpu')
         check_weights_taxonomy(config, checkpoint_taxonomy(ckpt),
                                f'the checkpoint {weights}')
         model = build_model(config, base)

@@ -32,8 +32,15 @@ DTYPES = dict(float32=torch.float32, float16=torch.float16,
 UNNAMED_DTYPE = 'float32'
 
 
+def _partial(path: str) -> str:
+    """Where ``path`` is written before it is renamed into place: per
+    process, so that two writers of one cache never rename each other's
+    file."""
+    return f'{path}.{os.getpid()}.partial'
+
+
 def _write_json(path: str, data: dict) -> None:
-    partial = path + '.partial'
+    partial = _partial(path)
     with open(partial, 'w') as f:
         json.dump(data, f, indent=1)
     os.replace(partial, path)
@@ -195,7 +202,7 @@ def cache_latents(dataset,
             std=torch.cat(stds).contiguous(),
             labels=torch.tensor(labels, dtype=torch.int64),
             indices=torch.tensor(kept, dtype=torch.int64))
-        partial = osp.join(cache_dir, names[shard] + '.partial')
+        partial = _partial(osp.join(cache_dir, names[shard]))
         save_file(tensors, partial)
         os.replace(partial, osp.join(cache_dir, names[shard]))
         manifest['shards'][names[shard]] = len(kept)

@@ -1,6 +1,7 @@
 """Runner-side parts of FineDiffusion: hooks, the optimizer constructor,
 exact resumption (the training loop, its sampler, random states) and
-CPU-only distributed runs, throughput measurement."""
+CPU-only distributed runs, throughput measurement, one training run per
+work dir."""
 from .hooks import PEFTFreezeHook, TrainableEMAHook
 from .loops import ResumableIterBasedTrainLoop
 from .nonfinite import (FiniteAmpOptimWrapper, FiniteOptimWrapper,
@@ -9,11 +10,13 @@ from .optimizer import PEFTOptimWrapperConstructor
 from .resume import ResumeRandomStateHook, latest_checkpoint
 from .sampler import ResumableInfiniteSampler, SampleIndex
 from .throughput import FullEMAHook, ThroughputHook
+from .work_dir_lock import WorkDirInUseError, hold_work_dir
 
 __all__ = [
     'FiniteAmpOptimWrapper', 'FiniteOptimWrapper', 'FiniteStepMixin',
     'FullEMAHook', 'NonFiniteError', 'PEFTFreezeHook',
     'PEFTOptimWrapperConstructor', 'ResumableInfiniteSampler',
     'ResumableIterBasedTrainLoop', 'ResumeRandomStateHook', 'SampleIndex',
-    'ThroughputHook', 'TrainableEMAHook', 'latest_checkpoint'
+    'ThroughputHook', 'TrainableEMAHook', 'WorkDirInUseError',
+    'hold_work_dir', 'latest_checkpoint'
 ]

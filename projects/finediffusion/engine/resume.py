@@ -21,14 +21,17 @@ _save_checkpoint = mmengine_runner.save_checkpoint
 
 def _atomic_save_checkpoint(checkpoint: dict, filename: str, *args,
                             **kwargs) -> None:
-    """MMEngine's save_checkpoint, writing ``<file>.partial`` then renaming.
+    """MMEngine's save_checkpoint, writing ``<file>.<pid>.partial`` then
+    renaming.
 
     A run killed while writing leaves the previous checkpoints and a
-    ``.partial`` file, never a truncated checkpoint under a real name.
+    ``.partial`` file, never a truncated checkpoint under a real name. The
+    process id keeps two writers of one name (two runs on one work dir, if
+    one bypasses :mod:`.work_dir_lock`) from renaming each other's files.
     """
     if '://' in str(filename):  # remote backends keep their own semantics
         return _save_checkpoint(checkpoint, filename, *args, **kwargs)
-    partial = f'{filename}.partial'
+    partial = f'{filename}.{os.getpid()}.partial'
     _save_checkpoint(checkpoint, partial, *args, **kwargs)
     os.replace(partial, filename)
 

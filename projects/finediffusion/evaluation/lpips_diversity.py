@@ -12,6 +12,7 @@ from mmagic.evaluation.metrics.base_gen_metric import GenerativeMetric
 from mmagic.registry import METRICS
 from .sampling import ConditionalSampling, fake_image
 from .weights import find_weights
+from ..weights_only import load_weights
 
 # torchvision's ImageNet AlexNet, the backbone of LPIPS('alex').
 ALEXNET_FILE = 'alexnet-owt-7be5be79.pth'
@@ -30,7 +31,7 @@ def build_lpips(backbone_path: Optional[str]) -> lpips.LPIPS:
         osp.join(torch.hub.get_dir(), 'checkpoints', ALEXNET_FILE),
         'AlexNet backbone of LPIPS', 'backbone_path')
     model = lpips.LPIPS(net='alex', pnet_rand=True, verbose=False)
-    state = torch.load(path, map_location='cpu', weights_only=True)
+    state = load_weights(path, map_location='cpu')
     # LPIPS regroups alexnet.features[i] as net.slice<k>.<i>.
     for name, param in model.net.named_parameters():
         _, index, kind = name.split('.')

@@ -1,4 +1,5 @@
 """Checkpoint files: official DiT weights in, PEFT deltas out and in."""
+import argparse
 import json
 import os.path as osp
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 from ..datasets.taxonomy import Taxonomy, TaxonomyLike, taxonomy_of
 from .ema import ema_key
 from .peft import NEVER_TRAINABLE
+from ..weights_only import load_weights
 
 DELTA_FORMAT = 'finediffusion-delta/1'
 
@@ -30,18 +32,75 @@ CLASS_TABLE_KEY = f'backbone.{IMAGENET_TABLE}'
 _STALE_EMA = 'ema._paired.'
 
 
-def load_official_dit(model: nn.Module, path: str) -> dict:
+# What a training checkpoint of DiT's or fast-DiT's train.py holds besides
+# the optimizer ('opt') and the command line ('args'): the raw and the EMA
+# weights, each a plain DiT state dict.
+DIT_TRAINING_WEIGHTS = ('ema', 'model')
+
+
+def read_dit_state_dict(path: str, weights: str = 'ema') -> Dict[str, Tensor]:
+    """The DiT state dict in ``path``: a released one, or one of the two in
+    a training checkpoint of DiT's or fast-DiT's ``train.py``
+    (``{'model', 'ema', 'opt', 'args'}``).
+
+    The file is read with ``weights_only=True``. A training checkpoint's
+    ``args`` is an ``argparse.Namespace``, allowed for this read only:
+    weights-only unpickling builds it empty and sets its attributes, which
+    are themselves held to the weights-only types, so it runs no code, and
+    any other object in the file is still refused.
+
+    Args:
+        path (str): The file.
+        weights (str): Which weights of a training checkpoint: 'ema' (what
+            DiT's ``sample.py`` samples with) or 'model' (the raw trained
+            weights). A released state dict has only one set. Defaults to
+            'ema'.
+
+    Returns:
+        dict: Parameter names to tensors.
+
+    Raises:
+        ValueError: When ``weights`` is neither, or the file (or its
+            chosen entry) is not a mapping of names to tensors; the message
+            names the file.
+        pickle.UnpicklingError: When the file holds an object other than
+            tensors, containers, ``argparse.Namespace`` and MMEngine's own
+            types; the message names the file.
+    """
+    if weights not in DIT_TRAINING_WEIGHTS:
+        raise ValueError(f'weights must be one of {DIT_TRAINING_WEIGHTS}, '
+                         f'got {weights!r}')
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        state = load_weights(path, map_location='cpu')
+    if isinstance(state, dict) and all(
+            isinstance(state.get(key), dict) for key in DIT_TRAINING_WEIGHTS):
+        state = state[weights]
+    if not isinstance(state, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f'{path} is not a plain DiT state dict (expected a mapping of '
+            'parameter names to tensors, or a training checkpoint of DiT\'s '
+            "train.py with 'model' and 'ema' state dicts)")
+    return state
+
+
+def load_official_dit(model: nn.Module, path: str,
+                      weights: str = 'ema') -> dict:
     """Copies an official DiT state dict into ``model`` by name.
 
-    The file is read with ``weights_only=True``: a downloaded checkpoint is
-    never unpickled. The ImageNet class table is skipped, LayerNorm scales
-    and offsets and DiffFit block scales, absent from the release, keep their
-    identity initialization, and every other tensor must be present with the
-    right shape.
+    The file is a released state dict or a training checkpoint of DiT's
+    ``train.py`` (:func:`read_dit_state_dict`), read with
+    ``weights_only=True``: a downloaded checkpoint is never unpickled. The
+    ImageNet class table is skipped, LayerNorm scales and offsets and
+    DiffFit block scales, absent from the release, keep their identity
+    initialization, and every other tensor must be present with the right
+    shape.
 
     Args:
         model (nn.Module): A :class:`TieredDiT`.
         path (str): Path to e.g. ``DiT-XL-2-256x256.pt``.
+        weights (str): 'ema' or 'model': which weights of a training
+            checkpoint. Defaults to 'ema'.
 
     Returns:
         dict: ``skipped`` (checkpoint keys not loaded), ``kept_init``
@@ -52,11 +111,7 @@ def load_official_dit(model: nn.Module, path: str) -> dict:
         ValueError: When the file is not a DiT state dict, or a tensor is
             missing or has another shape; the message names the key.
     """
-    state = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(state, dict) or not all(
-            isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f'{path} is not a plain DiT state dict (expected '
-                         'a mapping of parameter names to tensors)')
+    state = read_dit_state_dict(path, weights)
     own = model.state_dict()
     if 'x_embedder.proj.weight' not in state:
         raise ValueError(
@@ -342,7 +397,7 @@ def export_delta(checkpoint: str, out: str, use_ema: bool = True) -> dict:
             ``meta.peft`` declares (the message names them).
     """
     check_output(out, [checkpoint])
-    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    ckpt = load_weights(checkpoint, map_location='cpu')
     meta = ckpt.get('meta', {})
     if 'peft' not in meta:
         raise ValueError(f'{checkpoint} was not written by a FineDiffusion '

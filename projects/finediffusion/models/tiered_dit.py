@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from mmagic.registry import MODELS
 from ..datasets.taxonomy import load_taxonomy
-from .checkpoint_io import IMAGENET_TABLE, load_official_dit
+from .checkpoint_io import (DIT_TRAINING_WEIGHTS, IMAGENET_TABLE,
+                            load_official_dit)
 from .tiered_embedder import TieredEmbedder
 
 # (depth, hidden size, heads) of the published model sizes.
@@ -200,8 +201,13 @@ class TieredDiT(BaseModule):
             superclass. Defaults to 0.1.
         null_prob (float, optional): Training probability of replacing a label
             by a null row (standard CFG); None builds no null row.
-        pretrained (str, optional): An official DiT checkpoint, loaded by
-            :meth:`init_weights` after the random initialization.
+        pretrained (str, optional): An official DiT checkpoint, or a
+            training checkpoint of DiT's or fast-DiT's ``train.py``, loaded
+            by :meth:`init_weights` after the random initialization.
+        pretrained_weights (str): Which weights of such a training
+            checkpoint: 'ema' (what DiT's ``sample.py`` uses) or 'model'
+            (the raw trained weights); unused for a released state dict.
+            Defaults to 'ema'.
         class_init (str): Where the class table's rows start: 'normal'
             (DiT's zero-mean normal) or 'null', the pretrained checkpoint's
             null row (the last row of its table, DiT's unconditional class)
@@ -231,10 +237,15 @@ class TieredDiT(BaseModule):
                  super_prob: float = 0.1,
                  null_prob: Optional[float] = None,
                  pretrained: Optional[str] = None,
+                 pretrained_weights: str = 'ema',
                  class_init: str = 'normal',
                  class_init_std: Union[float, str] = 0.02,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if pretrained_weights not in DIT_TRAINING_WEIGHTS:
+            raise ValueError(
+                f'pretrained_weights must be one of {DIT_TRAINING_WEIGHTS}, '
+                f'got {pretrained_weights!r}')
         if class_init not in CLASS_INITS:
             raise ValueError(f'class_init must be one of {CLASS_INITS}, got '
                              f'{class_init!r}')
@@ -265,6 +276,7 @@ class TieredDiT(BaseModule):
         self.in_channels = in_channels
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.pretrained = pretrained
+        self.pretrained_weights = pretrained_weights
         self.class_init = class_init
         self.class_init_std = class_init_std
 
@@ -344,7 +356,7 @@ class TieredDiT(BaseModule):
 
     def load_official(self, path: str) -> dict:
         """Loads an official DiT checkpoint (see :func:`load_official_dit`)."""
-        return load_official_dit(self, path)
+        return load_official_dit(self, path, self.pretrained_weights)
 
     def unpatchify(self, x: Tensor) -> Tensor:
         """Tokens (N, T, p*p*C) back to images (N, C, H, W)."""
