@@ -56,3 +56,13 @@ def free_port() -> str:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return str(sock.getsockname()[1])
+
+
+def toy_test_dataloader(toy_root: str) -> dict:
+    """A test loader of the toy images, in order, batches of 4."""
+    return dict(
+        batch_size=4, num_workers=0,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        dataset=dict(type='BasicConditionalDataset', data_root=toy_root,
+                     pipeline=[dict(type='LoadImageFromFile', key='gt'),
+                               dict(type='PackInputs')]))

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import REPO, free_port
+from conftest import REPO, free_port, toy_test_dataloader
 from finediffusion.evaluation import ConditionalFID, LPIPSDiversity
 
 CLASSIFIER_CFG = """
@@ -62,12 +62,7 @@ def test_metrics_end_to_end_in_multi_test_loop(tiny_cfg, toy_root, weights,
                                                tmp_path):
     cfg = tiny_cfg.copy()
     cfg.model.sample_steps = 4
-    cfg.test_dataloader = dict(
-        batch_size=4, num_workers=0,
-        sampler=dict(type='DefaultSampler', shuffle=False),
-        dataset=dict(type='BasicConditionalDataset', data_root=toy_root,
-                     pipeline=[dict(type='LoadImageFromFile', key='gt'),
-                               dict(type='PackInputs')]))
+    cfg.test_dataloader = toy_test_dataloader(toy_root)
     cfg.test_evaluator = dict(type='Evaluator', metrics=[
         dict(type='ConditionalFID', fake_nums=8,
              inception_path=weights['inception'],

@@ -14,7 +14,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
-from conftest import REPO, TINY_CONFIG
+from conftest import REPO, TINY_CONFIG, toy_test_dataloader
 
 UNSAFE = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1')
 
@@ -77,12 +77,7 @@ def test_load_from_refuses_a_hostile_checkpoint(hostile, tiny_cfg,
 def test_test_tool_refuses_a_hostile_checkpoint(hostile, toy_root, tmp_path):
     path, marker = hostile
     cfg = Config.fromfile(TINY_CONFIG)
-    cfg.test_dataloader = dict(
-        batch_size=4, num_workers=0,
-        sampler=dict(type='DefaultSampler', shuffle=False),
-        dataset=dict(type='BasicConditionalDataset', data_root=toy_root,
-                     pipeline=[dict(type='LoadImageFromFile', key='gt'),
-                               dict(type='PackInputs')]))
+    cfg.test_dataloader = toy_test_dataloader(toy_root)
     cfg.test_evaluator = dict(type='Evaluator', metrics=[])
     cfg.test_cfg = dict(type='MultiTestLoop')
     config = str(tmp_path / 'eval_cfg.py')

@@ -37,6 +37,8 @@ import torch
 from mmengine.config import Config, DictAction
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
+from finediffusion.cli import non_negative_int, positive_int
+from finediffusion.config import load_config
 from finediffusion.stand_ins import (write_inat, write_official_dit,
                                      write_sd_vae)
 
@@ -50,27 +52,27 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('configs', nargs='+', help='training configs')
     parser.add_argument('--root', default='work_dirs/benchmark',
                         help='fixtures, caches and runs (reused)')
-    parser.add_argument('--images', type=int, default=4096,
+    parser.add_argument('--images', type=positive_int, default=4096,
                         help='training images of the stand-in dataset')
-    parser.add_argument('--batch-size', type=int, default=256,
+    parser.add_argument('--batch-size', type=positive_int, default=256,
                         help='per GPU, for the config setting')
-    parser.add_argument('--iters', type=int, default=20,
+    parser.add_argument('--iters', type=positive_int, default=20,
                         help='timed iterations')
-    parser.add_argument('--warmup', type=int, default=10,
+    parser.add_argument('--warmup', type=non_negative_int, default=10,
                         help='iterations before timing (compilation)')
     parser.add_argument('--reference', nargs='*', choices=['tf32', 'bf16'],
                         default=None,
                         help='also run the upstream-style settings (both '
                         'when none is named)')
-    parser.add_argument('--gpus', type=int, default=1,
+    parser.add_argument('--gpus', type=positive_int, default=1,
                         help='train through tools/dist_train.sh on this many '
                         'GPUs (NCCL) when more than one')
     parser.add_argument('--amp', action='store_true',
                         help='pass --amp to tools/train.py')
     parser.add_argument('--sample', action='store_true',
                         help='then time tools/sample.py on the checkpoint')
-    parser.add_argument('--sample-images', type=int, default=512)
-    parser.add_argument('--sample-batch-size', type=int, default=256)
+    parser.add_argument('--sample-images', type=positive_int, default=512)
+    parser.add_argument('--sample-batch-size', type=positive_int, default=256)
     parser.add_argument('--samplers', nargs='+', default=['dpm++:25',
                                                           'ddpm:250'],
                         help='SAMPLER:STEPS for tools/sample.py')
@@ -238,9 +240,7 @@ def main() -> None:
     os.makedirs(args.root, exist_ok=True)
     results = []
     for path in args.configs:
-        cfg = Config.fromfile(path)
-        if args.cfg_options:
-            cfg.merge_from_dict(args.cfg_options)
+        cfg = load_config(path, args.cfg_options)
         if args.tiny:
             cfg.model.backbone.arch = TINY_ARCH
         name = osp.splitext(osp.basename(path))[0]
