@@ -45,3 +45,18 @@ def test_losses_and_the_profile_are_recorded():
     names = [name for name, ms, share in hook.profile]
     assert len(hook.profile) == 3 and 'aten::mm' in names, hook.profile
     assert all(0 < share <= 1 and ms >= 0 for _, ms, share in hook.profile)
+
+
+def test_the_first_iteration_is_timed_apart():
+    # Compilation happens in the first iteration: its time is reported and
+    # left out of the steady figures.
+    hook = ThroughputHook(warmup=1)
+    runner = SimpleNamespace(iter=0)
+    hook.before_train(runner)
+    for i in range(4):
+        runner.iter = i
+        hook.before_train_iter(runner, i)
+        time.sleep(0.3 if i == 0 else 0.01)
+        hook.after_train_iter(runner, i, outputs=dict(loss=torch.ones(())))
+    assert hook.first_iter_s >= 0.3
+    assert max(hook.iter_s) < 0.3, hook.iter_s

@@ -28,6 +28,7 @@ import json
 import os
 import os.path as osp
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -80,24 +81,51 @@ def parse_args() -> argparse.Namespace:
                         help='a 2-block DiT and a few-channel VAE (CPU)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override entries of every config')
+    parser.add_argument('--timeout', type=positive_int, default=1800,
+                        help='seconds a tool may run: then its Python stacks '
+                        'go to its log and it is stopped (the other '
+                        'settings still run)')
     return parser.parse_args()
 
 
-def run_tool(args: List[str], log: str, env: Optional[dict] = None) -> float:
+def run_tool(args: List[str], log: str, timeout: float,
+             env: Optional[dict] = None) -> float:
     """Runs a tool of this repository (a Python script, or a shell script
     run with bash), its output to ``log``; the wall time, or SystemExit with
-    the log's end."""
+    the log's end. A tool still running after ``timeout`` seconds gets
+    SIGABRT (Python's faulthandler writes every thread's stack to the log),
+    then its process group is killed: workers and the ranks of
+    dist_train.sh too."""
     start = time.perf_counter()
     runner = ['bash'] if args[0].endswith('.sh') else [sys.executable]
+    env = dict(os.environ if env is None else env, PYTHONFAULTHANDLER='1')
     with open(log, 'w') as f:
-        code = subprocess.call([*runner, *args], stdout=f,
-                               stderr=subprocess.STDOUT, cwd=REPO,
-                               env=env)
+        process = subprocess.Popen([*runner, *args], stdout=f,
+                                   stderr=subprocess.STDOUT, cwd=REPO,
+                                   env=env, start_new_session=True)
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = f'stopped after {timeout} s'
+            _signal_group(process, signal.SIGABRT)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
     if code:
         with open(log) as f:
             sys.stderr.write(f.read()[-6000:])
         raise SystemExit(f'{args[0]} failed ({code}), log: {log}')
     return time.perf_counter() - start
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def fixtures(args: argparse.Namespace, cfg: Config) -> dict:
@@ -155,7 +183,8 @@ def latent_cache(args: argparse.Namespace, cfg: Config, paths: dict,
     log = osp.join(args.root, f'{name}_cache.log')
     report = None
     if not osp.isfile(osp.join(cache, 'manifest.json')):
-        wall = run_tool(['tools/cache_latents.py', config, cache], log)
+        wall = run_tool(['tools/cache_latents.py', config, cache], log,
+                        args.timeout)
         with open(log) as f:
             rate = re.findall(r', ([\d.]+) img/s$', f.read(), re.M)
         report = dict(setting='tools/cache_latents.py', images=args.images,
@@ -200,7 +229,8 @@ def train(args: argparse.Namespace, cfg: Config, name: str, setting: tuple,
     command += ['--work-dir', work]
     if args.amp:
         command.append('--amp')
-    wall = run_tool(command, osp.join(args.root, f'{name}_{label}.log'))
+    wall = run_tool(command, osp.join(args.root, f'{name}_{label}.log'),
+                    args.timeout)
     with open(osp.join(work, 'throughput.json')) as f:
         report = json.load(f)
     return dict(config=config_name, setting=label, gpus=args.gpus,
@@ -218,18 +248,24 @@ def sample(args: argparse.Namespace, trained: dict) -> List[dict]:
         out = osp.join(args.root, 'samples', f'{sampler}_{steps}')
         log = out + '.log'
         os.makedirs(out, exist_ok=True)
-        wall = run_tool(['tools/sample.py', trained['dumped_config'],
-                         trained['checkpoint'], '--classes', *classes,
-                         '-n', '4', '--sampler', sampler, '--steps', steps,
-                         '--batch-size', str(args.sample_batch_size),
-                         '--out', out], log)
+        setting = f'tools/sample.py --sampler {sampler} --steps {steps}'
+        try:
+            wall = run_tool(['tools/sample.py', trained['dumped_config'],
+                             trained['checkpoint'], '--classes', *classes,
+                             '-n', '4', '--sampler', sampler, '--steps',
+                             steps, '--batch-size',
+                             str(args.sample_batch_size), '--out', out], log,
+                            args.timeout)
+        except SystemExit as error:
+            # The other samplers still run; the log's end was printed.
+            reports.append(dict(setting=setting, error=str(error)))
+            continue
         with open(log) as f:
             text = f.read()
         rates = re.findall(r'batch \d+: \d+ images, ([\d.]+) img/s', text)
         reports.append(dict(
-            setting=f'tools/sample.py --sampler {sampler} --steps {steps}',
-            images=len(classes) * 4, batch_size=args.sample_batch_size,
-            wall_s=round(wall, 1),
+            setting=setting, images=len(classes) * 4,
+            batch_size=args.sample_batch_size, wall_s=round(wall, 1),
             batch_img_per_s=[float(r) for r in rates],
             steady_img_per_s=float(rates[-1]) if rates else None))
     return reports

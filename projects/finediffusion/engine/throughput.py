@@ -37,7 +37,8 @@ class ThroughputHook(Hook):
     per second over the iterations after ``warmup``, the share of each
     iteration spent waiting for data, peak GPU memory, the trainable share
     of the backbone, whether it is compiled, the training loss of every
-    iteration, and from the profiler, over iteration ``warmup`` with its
+    iteration, the time of the first iteration (``first_iter_s``, with
+    compilation), and from the profiler, over iteration ``warmup`` with its
     backward, the dtypes the matrix products ran in and the operators that
     took the most device time (``profile``: name, milliseconds, share).
 
@@ -68,10 +69,12 @@ class ThroughputHook(Hook):
         self.profile: List[list] = []
         self._profiler: Optional[torch.profiler.profile] = None
         self._end = None
+        self._began = None
+        self.first_iter_s: Optional[float] = None
 
     def before_train(self, runner) -> None:
         _sync()
-        self._end = time.perf_counter()
+        self._end = self._began = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
 
@@ -86,6 +89,8 @@ class ThroughputHook(Hook):
                          outputs=None) -> None:
         _sync()
         now = time.perf_counter()
+        if self.first_iter_s is None:
+            self.first_iter_s = round(now - self._began, 2)
         if isinstance(outputs, dict) and 'loss' in outputs:
             self.losses.append(round(float(outputs['loss']), 6))
         if self._profiler is not None:
@@ -110,8 +115,11 @@ class ThroughputHook(Hook):
         # self time. Each is counted once.
         gpu = torch.cuda.is_available()
         key = 'self_device_time_total' if gpu else 'self_cpu_time_total'
+        # Ranges of compiled graphs ('## Call CompiledFxGraph ... ##') hold
+        # kernels listed on their own: left out, not counted twice.
         averages = [a for a in profiler.key_averages()
-                    if (a.device_type != DeviceType.CPU) == gpu]
+                    if (a.device_type != DeviceType.CPU) == gpu
+                    and not a.key.startswith('## ')]
         total = sum(getattr(a, key) for a in averages) or 1
         for average in sorted(averages, key=lambda a: -getattr(a, key))[
                 :self.top_ops]:
@@ -134,6 +142,7 @@ class ThroughputHook(Hook):
             img_per_s=round(batch / steady, 1),
             img_per_s_per_gpu=round(batch / get_world_size() / steady, 1),
             median_iter_s=round(steady, 4),
+            first_iter_s=self.first_iter_s,
             data_time_share=round(sum(self.data_s) / sum(self.iter_s), 4),
             peak_memory_gib=(round(torch.cuda.max_memory_allocated() / 2**30,
                                    2) if torch.cuda.is_available() else None),

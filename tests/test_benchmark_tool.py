@@ -1,0 +1,58 @@
+"""tools/benchmark.py's handling of the tools it runs."""
+import importlib.util
+import os.path as osp
+import time
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_tool', osp.join(REPO, 'tools', 'benchmark.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_stalled_tool_leaves_its_stacks_and_no_process(tmp_path):
+    # A stalled training run once used up a whole device call and left no
+    # log: the stall is stopped, its stacks logged, its children killed.
+    child_pid = tmp_path / 'child.pid'
+    script = tmp_path / 'stall.py'
+    script.write_text(
+        'import subprocess, sys, time\n'
+        'child = subprocess.Popen([sys.executable, "-c", '
+        '"import time; time.sleep(600)"])\n'
+        f'open({str(child_pid)!r}, "w").write(str(child.pid))\n'
+        'def waiting_for_the_loader():\n'
+        '    time.sleep(600)\n'
+        'waiting_for_the_loader()\n')
+    log = tmp_path / 'stall.log'
+    began = time.monotonic()
+    with pytest.raises(SystemExit, match='stopped after 20 s'):
+        _benchmark().run_tool([str(script)], str(log), timeout=20)
+    assert time.monotonic() - began < 60
+    text = log.read_text()
+    assert 'waiting_for_the_loader' in text, text
+    assert not _alive(int(child_pid.read_text()))
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie left to an init that does not reap
+    has ended)."""
+    time.sleep(0.5)
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False
+
+
+def test_a_finished_tool_gives_its_wall_time(tmp_path):
+    script = tmp_path / 'quick.py'
+    script.write_text('print("done")\n')
+    log = tmp_path / 'quick.log'
+    wall = _benchmark().run_tool([str(script)], str(log), timeout=60)
+    assert 0 < wall < 60 and log.read_text() == 'done\n'
