@@ -324,7 +324,7 @@ def test_storage_dtype_is_checked(image_root, tmp_path):
 
 def test_channels_last_encodes_as_contiguous(image_root, vae_folder,
                                              tmp_path):
-    """--channels-last (the default on GPUs) goes through MMagic's VAE
+    """--channels-last goes through MMagic's VAE
     wrapper and writes the latents of the contiguous layout."""
     config = cache_config(image_root, vae_folder, tmp_path)
     caches = {}

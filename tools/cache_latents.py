@@ -6,9 +6,9 @@ a LatentDataset config (e.g. configs/finediffusion_inat_latents.py).
 
 Images are loaded by data-loader workers (--workers, default the config's
 train_dataloader.num_workers). On CUDA the VAE runs under bf16 autocast
-(--precision float32 turns it off) in channels-last layout
-(--no-channels-last turns it off), from pinned memory; on the CPU it runs in
-float32, contiguous. Mean and std are stored in float16 by default
+(--precision float32 turns it off), contiguous (--channels-last measured
+slower on an H200: docs/performance.md), from pinned memory; on the CPU it
+runs in float32. Mean and std are stored in float16 by default
 (--dtype).
 
 Example:
@@ -51,9 +51,9 @@ def parse_args() -> argparse.Namespace:
                         default='bfloat16',
                         help='bfloat16: autocast on CUDA for a float32 VAE '
                         '(default); the CPU always encodes in float32')
-    parser.add_argument('--channels-last', default=None,
+    parser.add_argument('--channels-last', default=False,
                         action=argparse.BooleanOptionalAction,
-                        help='channels-last VAE and images (default: on CUDA)')
+                        help='channels-last VAE and images (default: off)')
     return parser.parse_args()
 
 
@@ -68,7 +68,6 @@ def main() -> None:
     cuda = device.type == 'cuda'
     workers = (args.workers if args.workers is not None else
                cfg.train_dataloader.get('num_workers', 0))
-    channels_last = cuda if args.channels_last is None else args.channels_last
     dataset_cfg = cfg.train_dataloader.dataset.copy()
     # Both flips are encoded: the random flip moves to training time.
     dataset_cfg.pipeline = [
@@ -81,7 +80,7 @@ def main() -> None:
         data_preprocessor = MODELS.build(cfg.model.get(
             'data_preprocessor',
             dict(type='TieredDataPreprocessor'))).to(device)
-    if channels_last:
+    if args.channels_last:
         # nn.Module's own to(): MMagic's DiffusersWrapper.to takes no
         # memory_format.
         nn.Module.to(vae, memory_format=torch.channels_last)
@@ -93,7 +92,7 @@ def main() -> None:
 
     def encode(images: torch.Tensor):
         images = images.to(device, vae_dtype)
-        if channels_last:
+        if args.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         # The model's encoding: the posterior formed in float32.
         with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
