@@ -60,3 +60,51 @@ def test_the_first_iteration_is_timed_apart():
         hook.after_train_iter(runner, i, outputs=dict(loss=torch.ones(())))
     assert hook.first_iter_s >= 0.3
     assert max(hook.iter_s) < 0.3, hook.iter_s
+
+
+def test_the_peak_memory_outlives_the_loggers_resets(monkeypatch):
+    # MMEngine's log processor resets the peak whenever it logs (before this
+    # hook's turn): a run that ended on a logging iteration had reported
+    # its parameters' memory only (10.7 GiB for full fine-tuning at batch
+    # 256 on an H200).
+    gib = 2**30
+    memory = dict(peak=0)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda: None)
+    monkeypatch.setattr(torch.cuda, 'reset_peak_memory_stats',
+                        lambda: memory.update(peak=10 * gib))
+    monkeypatch.setattr(torch.cuda, 'max_memory_allocated',
+                        lambda device=None: memory['peak'])
+    hook = ThroughputHook(warmup=0)
+    runner = SimpleNamespace(iter=0)
+    hook.before_train(runner)
+    for i in range(4):
+        runner.iter = i + 1   # no profiled iteration
+        hook.before_train_iter(runner, i)
+        memory['peak'] = 60 * gib   # the step's activations
+        if i % 2:
+            torch.cuda.reset_peak_memory_stats()   # the logger
+        hook.after_train_iter(runner, i, outputs=dict(loss=torch.ones(())))
+    assert torch.cuda.max_memory_allocated() == 10 * gib
+    assert hook.peak_memory == 60 * gib
+
+
+def test_compiled_graph_ranges_are_not_counted_as_kernels(monkeypatch):
+    # '## Call CompiledFxGraph ... ##' ranges hold kernels that the profile
+    # lists on their own: counted, they took half of an H200 profile.
+    averages = torch.profiler.profile.key_averages
+
+    def with_a_range(self, *args, **kwargs):
+        events = list(averages(self, *args, **kwargs))
+        graph = max(events, key=lambda a: a.self_cpu_time_total)
+        fake = SimpleNamespace(key='## Call CompiledFxGraph abc ##',
+                               device_type=graph.device_type,
+                               self_cpu_time_total=10**9)
+        return events + [fake]
+
+    monkeypatch.setattr(torch.profiler.profile, 'key_averages', with_a_range)
+    hook = ThroughputHook(warmup=1, top_ops=3)
+    _run(hook, 3)
+    names = [name for name, ms, share in hook.profile]
+    assert not any(name.startswith('## ') for name in names), names
+    assert 'aten::mm' in names

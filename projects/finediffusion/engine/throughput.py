@@ -71,6 +71,7 @@ class ThroughputHook(Hook):
         self._end = None
         self._began = None
         self.first_iter_s: Optional[float] = None
+        self.peak_memory = 0
 
     def before_train(self, runner) -> None:
         _sync()
@@ -91,6 +92,12 @@ class ThroughputHook(Hook):
         now = time.perf_counter()
         if self.first_iter_s is None:
             self.first_iter_s = round(now - self._began, 2)
+        if torch.cuda.is_available():
+            # Read every iteration: MMEngine's log processor resets the
+            # peak each time it logs (before this hook's turn), so the peak
+            # left at the end covers only the iterations after the last log.
+            self.peak_memory = max(self.peak_memory,
+                                   torch.cuda.max_memory_allocated())
         if isinstance(outputs, dict) and 'loss' in outputs:
             self.losses.append(round(float(outputs['loss']), 6))
         if self._profiler is not None:
@@ -144,8 +151,8 @@ class ThroughputHook(Hook):
             median_iter_s=round(steady, 4),
             first_iter_s=self.first_iter_s,
             data_time_share=round(sum(self.data_s) / sum(self.iter_s), 4),
-            peak_memory_gib=(round(torch.cuda.max_memory_allocated() / 2**30,
-                                   2) if torch.cuda.is_available() else None),
+            peak_memory_gib=(round(self.peak_memory / 2**30, 2)
+                             if torch.cuda.is_available() else None),
             trainable_share=round(trainable / total, 5),
             compiled=getattr(model.backbone, '_compiled_call_impl',
                              None) is not None,
