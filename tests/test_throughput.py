@@ -108,3 +108,20 @@ def test_compiled_graph_ranges_are_not_counted_as_kernels(monkeypatch):
     names = [name for name, ms, share in hook.profile]
     assert not any(name.startswith('## ') for name in names), names
     assert 'aten::mm' in names
+
+
+def test_matrix_dtypes_are_read_from_the_recorded_events(monkeypatch):
+    # torch 2.11's FunctionEvent has no input_dtypes: read that way, an
+    # H200 run reported 'unknown' for every matrix product.
+    monkeypatch.setattr(torch.profiler.profile, 'events', lambda self: [])
+    hook = ThroughputHook(warmup=1)
+    runner = SimpleNamespace(iter=0)
+    weight = torch.randn(64, 64)
+    hook.before_train(runner)
+    for i in range(3):
+        runner.iter = i
+        hook.before_train_iter(runner, i)
+        with torch.autocast('cpu', torch.bfloat16):
+            loss = (torch.randn(32, 64) @ weight).float().square().mean()
+        hook.after_train_iter(runner, i, outputs=dict(loss=loss))
+    assert hook.matrix_dtypes == {'c10::BFloat16': 1}, hook.matrix_dtypes

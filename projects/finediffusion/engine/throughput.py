@@ -112,12 +112,13 @@ class ThroughputHook(Hook):
         self._end = time.perf_counter()
 
     def _read_profile(self, profiler: torch.profiler.profile) -> None:
-        for event in profiler.events():
-            if event.name in MATRIX_OPS:
-                # FunctionEvent has input_dtypes from torch 2.12 on.
-                dtypes = {d for d in getattr(event, 'input_dtypes', None)
-                          or ['unknown'] if d and d != 'Scalar'}
-                self.matrix_dtypes['/'.join(sorted(dtypes))] += 1
+        # The recorded events themselves: they carry input dtypes on every
+        # torch 2 (FunctionEvent.input_dtypes only from torch 2.12).
+        results = getattr(profiler.profiler, 'kineto_results', None)
+        for event in results.events() if results is not None else []:
+            if event.name() in MATRIX_OPS:
+                dtypes = {d for d in event.dtypes() if d and d != 'Scalar'}
+                self.matrix_dtypes['/'.join(sorted(dtypes)) or 'unknown'] += 1
         # On a GPU the kernels (device time); on the CPU the operators'
         # self time. Each is counted once.
         gpu = torch.cuda.is_available()
