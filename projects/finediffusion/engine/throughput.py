@@ -31,16 +31,24 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def _compiled(module) -> Optional[bool]:
+    """Whether ``module`` was compiled in place (None without a module)."""
+    if module is None:
+        return None
+    return getattr(module, '_compiled_call_impl', None) is not None
+
+
 @HOOKS.register_module()
 class ThroughputHook(Hook):
     """Writes ``throughput.json`` to the work dir when training ends: images
     per second over the iterations after ``warmup``, the share of each
     iteration spent waiting for data, peak GPU memory, the trainable share
-    of the backbone, whether it is compiled, the training loss of every
-    iteration, the time of the first iteration (``first_iter_s``, with
-    compilation), and from the profiler, over iteration ``warmup`` with its
-    backward, the dtypes the matrix products ran in and the operators that
-    took the most device time (``profile``: name, milliseconds, share).
+    of the backbone, whether it and the VAE encoder are compiled, the
+    training loss of every iteration, the time of the first iteration
+    (``first_iter_s``, with compilation), and from the profiler, over
+    iteration ``warmup`` with its backward, the dtypes the matrix products
+    ran in and the operators that took the most device time (``profile``:
+    name, milliseconds, share).
 
     Each iteration is timed to its end on the device (a synchronisation per
     iteration, which the optimizer's finiteness check makes anyway). The
@@ -155,8 +163,9 @@ class ThroughputHook(Hook):
             peak_memory_gib=(round(self.peak_memory / 2**30, 2)
                              if torch.cuda.is_available() else None),
             trainable_share=round(trainable / total, 5),
-            compiled=getattr(model.backbone, '_compiled_call_impl',
-                             None) is not None,
+            compiled=_compiled(model.backbone),
+            vae_encoder_compiled=_compiled(
+                getattr(getattr(model, 'vae', None), 'encoder', None)),
             compile_devices=(list(compile_options['devices'])
                              if compile_options else []),
             float8_layers=len(getattr(model, 'float8_layers', None) or []),
