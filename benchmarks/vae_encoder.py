@@ -4,7 +4,8 @@ tools/cache_latents.py and of image configs, not a product path).
 Times ``encode_posterior`` (the model's and the cache writer's encoding) on
 a random SD-VAE-architecture ``AutoencoderKL`` (none can be downloaded
 here) at 256 px: bf16 autocast in the contiguous and channels-last layouts,
-with and without ``cudnn.benchmark``, and bf16 weights. Counts the
+with and without ``cudnn.benchmark``, bf16 weights, and on CUDA the encoder
+compiled in place as the tools compile it. Counts the
 encoder's matrix and convolution FLOPs per image with
 ``torch.utils.flop_counter`` and prints one JSON line: per layout, images
 per second (one VAE call an image; tools/cache_latents.py makes two, both
@@ -14,6 +15,7 @@ Example:
     python benchmarks/vae_encoder.py --batch-size 64
 """
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -90,6 +92,13 @@ def main() -> None:
                 torch.contiguous_format, True)
         measure(f'autocast_channels_last{suffix}', vae, torch.float32,
                 torch.channels_last, True)
+    if device.type == 'cuda':
+        # As tools/cache_latents.py and the image configs compile it (on the
+        # CPU inductor builds C++ for minutes).
+        compiled = copy.deepcopy(vae)
+        compiled.encoder.compile(dynamic=False)
+        measure('autocast_contiguous_cudnn_benchmark_compiled', compiled,
+                torch.float32, torch.contiguous_format, True)
     measure('bf16_weights_channels_last_cudnn_benchmark',
             vae.to(torch.bfloat16), torch.bfloat16, torch.channels_last,
             False)
