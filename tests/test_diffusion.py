@@ -213,3 +213,13 @@ def test_guidance_limits(backbone):
     assert torch.allclose(quirk[:, 3:], cond[:, 3:], atol=1e-5)
     with pytest.raises(ValueError, match='null row'):
         FineGrainedCFG(mode='standard')(backbone, x, t, labels)
+
+
+def test_fewer_than_two_steps_are_refused():
+    # One respaced step had no posterior variance to clip and raised an
+    # IndexError in the sampler.
+    with pytest.raises(ValueError, match='at least 2 steps, got 1'):
+        DiTDiffusion().respaced(1)
+    with pytest.raises(ValueError, match='at least 2 steps, got 1'):
+        DiTDiffusion(num_timesteps=1)
+    assert DiTDiffusion().respaced(2).timestep_map.tolist() == [0, 999]

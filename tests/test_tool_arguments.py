@@ -32,6 +32,10 @@ SAMPLE = [TINY_CONFIG, 'missing.pth', '--classes', '0']
      'must be at least 1, got 0'),
     ('sample', SAMPLE + ['--steps', '0'], 'argument --steps: must be at '
      'least 1, got 0'),
+    # Respacing keeps the first and the last step: one step raised an
+    # IndexError deep in the sampler.
+    ('sample', SAMPLE + ['--steps', '1'], 'argument --steps: DDPM sampling '
+     'takes at least 2 steps'),
     ('sample', SAMPLE + ['-n', 'two'], "argument -n/--per-class: invalid "
      "int value: 'two'"),
     ('sample', [TINY_CONFIG, 'missing.pth', '--classes', '1', ''],

@@ -66,7 +66,11 @@ def parse_args() -> argparse.Namespace:
                         help='default: cuda when available')
     parser.add_argument('--out', default='work_dirs/samples')
     add_precision_arguments(parser)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.sampler == 'ddpm' and args.steps == 1:
+        parser.error('argument --steps: DDPM sampling takes at least 2 '
+                     'steps (--sampler ddpm), got 1')
+    return args
 
 
 def slug(name: str) -> str:

@@ -107,6 +107,10 @@ class DiTDiffusion:
                  learn_sigma: bool = True) -> None:
         self.learn_sigma = learn_sigma
         betas = linear_betas(num_timesteps) if betas is None else betas.double()
+        if len(betas) < 2:
+            # The posterior variance at t = 0 is clipped to t = 1's.
+            raise ValueError(f'DiTDiffusion needs at least 2 steps, got '
+                             f'{len(betas)}')
         self.num_timesteps = len(betas)
         self.timestep_map = torch.tensor(
             timestep_map if timestep_map is not None else range(len(betas)))
@@ -260,7 +264,14 @@ class DiTDiffusion:
         Keeps the cumulative alphas of the kept steps and derives the betas
         that join them (and from them the fixed or learned variance's
         bounds); the model is still called with original timesteps.
+
+        Raises:
+            ValueError: For fewer than 2 steps (respacing keeps the first
+                and the last) or more than the process has.
         """
+        if steps < 2:
+            raise ValueError(f'DDPM sampling takes at least 2 steps, got '
+                             f'{steps}')
         kept = space_timesteps(self.num_timesteps, steps)
         cumprod = self.alphas_cumprod[kept]
         previous = torch.cat([cumprod.new_ones(1), cumprod[:-1]])
