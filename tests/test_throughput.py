@@ -123,5 +123,9 @@ def test_matrix_dtypes_are_read_from_the_recorded_events(monkeypatch):
         hook.before_train_iter(runner, i)
         with torch.autocast('cpu', torch.bfloat16):
             loss = (torch.randn(32, 64) @ weight).float().square().mean()
+            # A convolution's stride and padding are ScalarLists, not
+            # dtypes of its matrix product.
+            loss = loss + torch.nn.functional.conv2d(
+                torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3)).mean()
         hook.after_train_iter(runner, i, outputs=dict(loss=loss))
-    assert hook.matrix_dtypes == {'c10::BFloat16': 1}, hook.matrix_dtypes
+    assert set(hook.matrix_dtypes) == {'c10::BFloat16'}, hook.matrix_dtypes

@@ -125,7 +125,8 @@ class ThroughputHook(Hook):
         results = getattr(profiler.profiler, 'kineto_results', None)
         for event in results.events() if results is not None else []:
             if event.name() in MATRIX_OPS:
-                dtypes = {d for d in event.dtypes() if d and d != 'Scalar'}
+                dtypes = {d for d in event.dtypes()
+                          if d and not d.startswith('Scalar')}
                 self.matrix_dtypes['/'.join(sorted(dtypes)) or 'unknown'] += 1
         # On a GPU the kernels (device time); on the CPU the operators'
         # self time. Each is counted once.
