@@ -18,14 +18,17 @@ def _benchmark():
 
 def test_a_stalled_tool_leaves_its_stacks_and_no_process(tmp_path):
     # A stalled training run once used up a whole device call and left no
-    # log: the stall is stopped, its stacks logged, its children killed.
+    # log: the stall is stopped, its stacks logged, its children killed,
+    # also one in a session of its own (torchrun starts its ranks so).
     child_pid = tmp_path / 'child.pid'
     script = tmp_path / 'stall.py'
     script.write_text(
         'import subprocess, sys, time\n'
-        'child = subprocess.Popen([sys.executable, "-c", '
-        '"import time; time.sleep(600)"])\n'
-        f'open({str(child_pid)!r}, "w").write(str(child.pid))\n'
+        'children = [subprocess.Popen([sys.executable, "-c", '
+        '"import time; time.sleep(600)"], start_new_session=new) '
+        'for new in (False, True)]\n'
+        f'open({str(child_pid)!r}, "w").write('
+        '" ".join(str(c.pid) for c in children))\n'
         'def waiting_for_the_loader():\n'
         '    time.sleep(600)\n'
         'waiting_for_the_loader()\n')
@@ -36,7 +39,8 @@ def test_a_stalled_tool_leaves_its_stacks_and_no_process(tmp_path):
     assert time.monotonic() - began < 60
     text = log.read_text()
     assert 'waiting_for_the_loader' in text, text
-    assert not _alive(int(child_pid.read_text()))
+    pids = [int(pid) for pid in child_pid.read_text().split()]
+    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
 
 
 def _alive(pid: int) -> bool:

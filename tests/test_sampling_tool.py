@@ -136,6 +136,16 @@ def test_sample_tool_writes_grid_and_files(trained):
                 assert osp.isfile(osp.join(out, folder, f'{n}.png'))
 
 
+def test_sample_tool_refuses_more_steps_than_the_diffusion_has(trained):
+    # Was a traceback from the sampler.
+    config, ckpt, root = trained
+    run = sample(config, ckpt, str(root / 'too_many'), '1',
+                 options=('--steps', '2000', '--no-compile'))
+    assert run.returncode == 1
+    assert 'error: cannot take 2000 of 1000 steps' in run.stderr
+    assert 'Traceback' not in run.stderr
+
+
 def test_sample_tool_unknown_class(trained):
     config, ckpt, root = trained
     run = sample(config, ckpt, str(root / 'bad'), '01_disk_00')

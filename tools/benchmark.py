@@ -94,8 +94,8 @@ def run_tool(args: List[str], log: str, timeout: float,
     run with bash), its output to ``log``; the wall time, or SystemExit with
     the log's end. A tool still running after ``timeout`` seconds gets
     SIGABRT (Python's faulthandler writes every thread's stack to the log),
-    then its process group is killed: workers and the ranks of
-    dist_train.sh too."""
+    then SIGKILL: it and every process it started, also those in sessions
+    of their own (torchrun starts each rank of dist_train.sh so)."""
     start = time.perf_counter()
     runner = ['bash'] if args[0].endswith('.sh') else [sys.executable]
     env = dict(os.environ if env is None else env, PYTHONFAULTHANDLER='1')
@@ -107,12 +107,14 @@ def run_tool(args: List[str], log: str, timeout: float,
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:
             code = f'stopped after {timeout} s'
-            _signal_group(process, signal.SIGABRT)
+            # Found before any dies: a dead parent's children move to init.
+            tree = [process.pid] + _descendants(process.pid)
+            _signal(tree, signal.SIGABRT)
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 pass
-            _signal_group(process, signal.SIGKILL)
+            _signal(tree + _descendants(process.pid), signal.SIGKILL)
             process.wait()
     if code:
         with open(log) as f:
@@ -121,11 +123,31 @@ def run_tool(args: List[str], log: str, timeout: float,
     return time.perf_counter() - start
 
 
-def _signal_group(process: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
+def _descendants(pid: int) -> List[int]:
+    """The processes below ``pid`` (from /proc), children first."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/stat') as f:
+                    ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _signal(pids: List[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def fixtures(args: argparse.Namespace, cfg: Config) -> dict:
@@ -282,7 +304,14 @@ def main() -> None:
         name = osp.splitext(osp.basename(path))[0]
         paths = fixtures(args, cfg)
         point_at(cfg, paths)
-        cache = latent_cache(args, cfg, paths, name)
+        try:
+            cache = latent_cache(args, cfg, paths, name)
+        except SystemExit as error:
+            # The next configs still run; the log's end was printed.
+            results.append(dict(config=path, setting='tools/cache_latents.py',
+                                error=str(error)))
+            print(json.dumps(results[-1]), flush=True)
+            continue
         if cache is not None:
             results.append(dict(config=path, **cache))
             print(json.dumps(results[-1]), flush=True)

@@ -160,7 +160,12 @@ def main() -> None:
     labels = torch.tensor(classes, device=device).repeat_interleave(
         args.per_class)
     batch_size = args.batch_size or (256 if device.startswith('cuda') else 8)
-    images = [to_pil(im) for im in generate(model, labels, args, batch_size)]
+    try:
+        images = [to_pil(im)
+                  for im in generate(model, labels, args, batch_size)]
+    except ValueError as error:
+        # E.g. more DDPM steps than the model's diffusion has.
+        raise SystemExit(f'error: {error}')
     rows = []
     for i, sub in enumerate(classes):
         row = images[i * args.per_class:(i + 1) * args.per_class]
