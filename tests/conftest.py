@@ -1,6 +1,8 @@
 """Shared fixtures: the toy hierarchy on disk and the tiny CPU config."""
+import importlib.util
 import os.path as osp
 import socket
+from types import ModuleType
 
 import pytest
 import torch
@@ -15,6 +17,15 @@ register_all_modules(init_default_scope=True)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CONFIG = osp.join(REPO, 'configs', 'finediffusion_tiny_cpu.py')
+
+
+def load_tool(name: str) -> ModuleType:
+    """tools/NAME.py as a module (its main() not run)."""
+    spec = importlib.util.spec_from_file_location(
+        f'tool_{name}', osp.join(REPO, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope='session')

@@ -1,19 +1,9 @@
 """tools/benchmark.py's handling of the tools it runs."""
-import importlib.util
-import os.path as osp
 import time
 
 import pytest
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_tool', osp.join(REPO, 'tools', 'benchmark.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_tool
 
 
 def test_a_stalled_tool_leaves_its_stacks_and_no_process(tmp_path):
@@ -35,7 +25,7 @@ def test_a_stalled_tool_leaves_its_stacks_and_no_process(tmp_path):
     log = tmp_path / 'stall.log'
     began = time.monotonic()
     with pytest.raises(SystemExit, match='stopped after 20 s'):
-        _benchmark().run_tool([str(script)], str(log), timeout=20)
+        load_tool('benchmark').run_tool([str(script)], str(log), timeout=20)
     assert time.monotonic() - began < 60
     text = log.read_text()
     assert 'waiting_for_the_loader' in text, text
@@ -58,5 +48,5 @@ def test_a_finished_tool_gives_its_wall_time(tmp_path):
     script = tmp_path / 'quick.py'
     script.write_text('print("done")\n')
     log = tmp_path / 'quick.log'
-    wall = _benchmark().run_tool([str(script)], str(log), timeout=60)
+    wall = load_tool('benchmark').run_tool([str(script)], str(log), timeout=60)
     assert 0 < wall < 60 and log.read_text() == 'done\n'

@@ -2,7 +2,6 @@
 pipelines), by a child config or --cfg-options, reaches every entry that
 copies it (finediffusion.config), through the tools' config loading; a
 change that no entry takes is refused."""
-import importlib.util
 import os.path as osp
 import sys
 
@@ -10,7 +9,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from conftest import REPO
+from conftest import REPO, load_tool
 from finediffusion.datasets.taxonomy import spec_taxonomy
 from mmagic.registry import DATASETS
 from test_configs import xl_on_meta
@@ -25,10 +24,7 @@ BY_FAMILY = ([0, 0, 1], ['Nymphalidae', 'Turdidae'])
 
 def train_config(monkeypatch, *argv):
     """The config tools/train.py runs for this command line."""
-    spec = importlib.util.spec_from_file_location(
-        'train_tool', osp.join(REPO, 'tools', 'train.py'))
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = load_tool('train')
     monkeypatch.setattr(sys, 'argv', ['tools/train.py', *argv])
     return train.build_config(train.parse_args())
 

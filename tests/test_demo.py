@@ -1,6 +1,5 @@
 """The main job (tools/demo.py) end to end at a size where nothing learns:
 every stage runs through the real Runner, and a rerun reuses them."""
-import importlib.util
 import json
 import os.path as osp
 import sys
@@ -10,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
+from conftest import load_tool
 
 SMOKE = dict(
     images=dict(base=2, fine=2, val=2),
@@ -24,17 +23,9 @@ SMOKE = dict(
     amp=False)
 
 
-def _demo_module():
-    spec = importlib.util.spec_from_file_location(
-        'demo_tool', osp.join(REPO, 'tools', 'demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_demo_runs_every_stage_and_reuses_them(tmp_path, monkeypatch,
                                                capsys):
-    demo = _demo_module()
+    demo = load_tool('demo')
     monkeypatch.setitem(demo.SCALES, 'cpu', SMOKE)
     work_dir, data_root = str(tmp_path / 'work'), str(tmp_path / 'data')
     argv = ['demo.py', '--scale', 'cpu', '--work-dir', work_dir,
@@ -72,7 +63,7 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, monkeypatch,
 
 
 def test_paired_difference_resamples_whole_classes():
-    demo = _demo_module()
+    demo = load_tool('demo')
     labels = torch.arange(4).repeat_interleave(3)
     same = np.array([True, False, True] * 4)
     gain = demo.paired_difference(same, same, labels)

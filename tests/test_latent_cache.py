@@ -19,7 +19,7 @@ from mmengine.dataset import pseudo_collate
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import REPO
+from conftest import REPO, load_tool
 from finediffusion.datasets.latent_cache import (NonFiniteLatentError,
                                                  cache_latents)
 from mmagic.registry import DATASETS, MODELS
@@ -339,22 +339,13 @@ def test_channels_last_encodes_as_contiguous(image_root, vae_folder,
                                    atol=1e-5)
 
 
-def _cache_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'cache_latents_tool', osp.join(REPO, 'tools', 'cache_latents.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_compiled_encoder_pads_short_batches_into_one_graph(vae_folder):
     # Compiled, the SD-VAE encoder ran 2.3x as fast on an H200; a shard's
     # short last batch (or one with skipped images) must neither recompile
     # nor change the latents of its images.
     from diffusers import AutoencoderKL
     from torch._dynamo.utils import counters
-    tool = _cache_tool()
+    tool = load_tool('cache_latents')
     cpu = torch.device('cpu')
     eager = tool.make_encoder(AutoencoderKL.from_pretrained(vae_folder), cpu,
                               False, False, None, 8)

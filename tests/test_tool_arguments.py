@@ -1,21 +1,12 @@
 """Every count argument of the tools, and sample.py's class names: a bad
 value is a usage error (exit status 2 naming the option) before anything
 loads, not a traceback or a hang later. The tools run through their main."""
-import importlib.util
 import os.path as osp
 import sys
 
 import pytest
 
-from conftest import REPO, TINY_CONFIG
-
-
-def tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'tool_{name}', osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import TINY_CONFIG, load_tool
 
 
 SAMPLE = [TINY_CONFIG, 'missing.pth', '--classes', '0']
@@ -63,7 +54,7 @@ def test_bad_counts_are_usage_errors(tmp_path, capsys, monkeypatch, name,
     monkeypatch.setattr(sys, 'argv', [f'tools/{name}.py'] +
                         [a.format(root=root) for a in argv])
     with pytest.raises(SystemExit) as exit_info:
-        tool(name).main()
+        load_tool(name).main()
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith('usage: ') and message in err
