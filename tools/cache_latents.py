@@ -116,6 +116,7 @@ def main() -> None:
           f'this run in {seconds:.1f} s after start-up, '
           f'{(total - finished) / seconds:.1f} img/s')
 
+
 def make_encoder(vae: nn.Module, device: torch.device, autocast: bool,
                  channels_last: bool, compile: Optional[dict],
                  batch: int) -> Callable[[torch.Tensor], Tuple]:
@@ -141,7 +142,7 @@ def make_encoder(vae: nn.Module, device: torch.device, autocast: bool,
         # memory_format.
         nn.Module.to(vae, memory_format=torch.channels_last)
     if compile is not None:
-        vae.encoder.compile(**dict(dict(dynamic=False), **compile))
+        vae.encoder.compile(**{'dynamic': False, **compile})
 
     def encode(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         n = len(images)

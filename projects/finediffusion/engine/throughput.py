@@ -77,13 +77,12 @@ class ThroughputHook(Hook):
         self.profile: List[list] = []
         self._profiler: Optional[torch.profiler.profile] = None
         self._end = None
-        self._began = None
         self.first_iter_s: Optional[float] = None
         self.peak_memory = 0
 
     def before_train(self, runner) -> None:
         _sync()
-        self._end = self._began = time.perf_counter()
+        self._end = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
 
@@ -99,7 +98,8 @@ class ThroughputHook(Hook):
         _sync()
         now = time.perf_counter()
         if self.first_iter_s is None:
-            self.first_iter_s = round(now - self._began, 2)
+            # From before_train: the loop's start to the first end.
+            self.first_iter_s = round(now - self._end, 2)
         if torch.cuda.is_available():
             # Read every iteration: MMEngine's log processor resets the
             # peak each time it logs (before this hook's turn), so the peak

@@ -187,11 +187,15 @@ class FineDiffusion(BaseModel):
         if (self.float8 and device.type == 'cuda'
                 and self.float8_layers is None):
             self.float8_layers = convert_frozen_linears(self.backbone)
+        self._compile_once(self.backbone, device)
+
+    def _compile_once(self, module: nn.Module, device: torch.device) -> None:
+        """Compiles ``module`` in place with ``compile``'s options unless
+        it is compiled already or ``device`` is not one of its devices."""
         options = self.compile_options
         if (options is not None and device.type in options['devices']
-                and getattr(self.backbone, '_compiled_call_impl',
-                            None) is None):
-            self.backbone.compile(**options['kwargs'])
+                and getattr(module, '_compiled_call_impl', None) is None):
+            module.compile(**options['kwargs'])
 
     def cast_backbone(self, dtype: torch.dtype) -> None:
         """Casts the backbone's weights and their EMA to ``dtype`` (e.g. bf16
@@ -205,13 +209,10 @@ class FineDiffusion(BaseModel):
     def _prepare_encoder(self, device: torch.device) -> None:
         """Compiles the VAE encoder in place before its first run on a
         device type of ``compile``'s ``devices`` (unless ``vae=False``)."""
-        options = self.compile_options
         encoder = getattr(self.vae, 'encoder', None)
-        if (options is not None and options['vae']
-                and device.type in options['devices']
-                and isinstance(encoder, nn.Module)
-                and getattr(encoder, '_compiled_call_impl', None) is None):
-            encoder.compile(**options['kwargs'])
+        if (self.compile_options is not None and self.compile_options['vae']
+                and isinstance(encoder, nn.Module)):
+            self._compile_once(encoder, device)
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
