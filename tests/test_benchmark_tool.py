@@ -1,9 +1,12 @@
-"""tools/benchmark.py's handling of the tools it runs."""
+"""tools/benchmark.py's handling of the tools it runs, and the loss-curve
+benchmark's arithmetic."""
+import importlib.util
+import os.path as osp
 import time
 
 import pytest
 
-from conftest import load_tool
+from conftest import REPO, load_tool
 
 
 def test_a_stalled_tool_leaves_its_stacks_and_no_process(tmp_path):
@@ -50,3 +53,21 @@ def test_a_finished_tool_gives_its_wall_time(tmp_path):
     log = tmp_path / 'quick.log'
     wall = load_tool('benchmark').run_tool([str(script)], str(log), timeout=60)
     assert 0 < wall < 60 and log.read_text() == 'done\n'
+
+
+def test_loss_curve_windows_and_logs(tmp_path):
+    """benchmarks/loss_curve.py reads every logged loss of a run and
+    compares window means, not single iterations."""
+    spec = importlib.util.spec_from_file_location(
+        'loss_curve', osp.join(REPO, 'benchmarks', 'loss_curve.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # Opposite single-iteration errors cancel within a window.
+    assert module.window_distance([0.5, 1.5, 2, 2], [1, 1, 1, 1], 2) == 1.0
+    folder = tmp_path / 'run' / '20261204_000000' / 'vis_data'
+    folder.mkdir(parents=True)
+    (folder / 'scalars.json').write_text(
+        '{"lr": 0.1, "loss": 0.9, "step": 1}\n'
+        '{"coco/bbox": 1, "step": 1}\n'
+        '{"lr": 0.1, "loss": 0.7, "step": 2}\n')
+    assert module.losses(str(tmp_path / 'run')) == [0.9, 0.7]

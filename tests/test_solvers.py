@@ -491,6 +491,24 @@ def test_every_option_is_set(name):
         assert solver_settings(name)['variance_type'] == 'learned_range'
 
 
+def test_an_older_diffusers_is_named(monkeypatch):
+    """A diffusers without an option DiT's process needs (DPM-Solver++'s
+    final_sigmas_type arrived in 0.26) is refused by name, not by the
+    scheduler's TypeError."""
+    from finediffusion.models import solvers
+    options = solvers._options
+
+    def older(name):
+        return {k: p for k, p in options(name).items()
+                if k != 'final_sigmas_type'}
+
+    monkeypatch.setattr(solvers, '_options', older)
+    with pytest.raises(ValueError, match=r"no option \['final_sigmas_type'\]"
+                       r'.*requirements/lock.txt'):
+        build_solver(dict(type='DPMSolverMultistepScheduler'))
+    build_solver(dict(type='DDIMScheduler'))
+
+
 def test_fixed_variance_loss_equals_reference(models):
     """learn_sigma=False: DiT's objective is the epsilon MSE alone (Ho et
     al., 2020, eq. 14), through FineDiffusion's loss."""

@@ -13,6 +13,7 @@ import inspect
 from typing import Callable, Dict, Optional
 
 import torch
+from diffusers import __version__ as diffusers_version_string
 from torch import Tensor
 
 from mmagic.registry import DIFFUSION_SCHEDULERS
@@ -129,7 +130,8 @@ def solver_settings(name: str, learn_sigma: bool = True) -> dict:
 
     Raises:
         ValueError: ``name`` is not supported, or the installed diffusers
-            gives it an option whose effect on DiT's process is unknown.
+            lacks one of its settings or gives it an option whose effect on
+            DiT's process is unknown.
     """
     if name not in SOLVER_SETTINGS:
         raise ValueError(
@@ -137,6 +139,14 @@ def solver_settings(name: str, learn_sigma: bool = True) -> dict:
             f'{SUPPORTED_SCHEDULERS}, or sampler=None for ADM\'s respaced '
             'DDPM (DiT\'s reference sampler)')
     accepted = _options(name)
+    missing = sorted(set(SOLVER_SETTINGS[name]) - set(accepted))
+    if missing:
+        # An older diffusers (its DPM-Solver++ before 0.26, UniPC and Euler
+        # before 0.28) would end the grid elsewhere, not at sigma = 0.
+        raise ValueError(
+            f'{name} of diffusers {diffusers_version_string} has no option '
+            f'{missing}, which sampling DiT\'s process needs; pin the '
+            'diffusers of requirements/lock.txt')
     settings = {k: v for k, v in DIT_PROCESS.items() if k in accepted}
     settings.update(SOLVER_SETTINGS[name])
     if name == 'DDPMScheduler':
