@@ -26,7 +26,7 @@ def main() -> None:
     for name, arch, patch, size, batch in CASES:
         model = FineDiffusion(
             backbone=TieredDiT(num_classes=100,
-                               sub2super=[i // 10 for i in range(100)],
+                               taxonomy=[i // 10 for i in range(100)],
                                arch=arch, patch_size=patch, input_size=size,
                                in_channels=3),
             data_preprocessor=None).eval()
@@ -34,7 +34,7 @@ def main() -> None:
         for sampler, steps in ((None, 250),
                                (dict(type='DPMSolverMultistepScheduler'), 25)):
             start = time.perf_counter()
-            model.sample(labels, num_steps=steps, sampler=sampler)
+            model.sample(labels, num_sampling_steps=steps, scheduler=sampler)
             seconds = time.perf_counter() - start
             print(json.dumps(dict(
                 model=name, sampler=sampler['type'] if sampler else 'ddpm',

@@ -19,7 +19,7 @@ from mmagic.utils import register_all_modules
 def bucket_bytes(trainable: str) -> dict:
     model = FineDiffusion(
         backbone=TieredDiT(num_classes=10000,
-                           sub2super=[i % 11 for i in range(10000)],
+                           taxonomy=[i % 11 for i in range(10000)],
                            arch='XL'),
         trainable=trainable, ema_decay=None, data_preprocessor=None)
     ddp = DistributedDataParallel(model)

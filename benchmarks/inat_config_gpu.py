@@ -73,7 +73,7 @@ def main() -> None:
     print(json.dumps(dict(step='fixtures',
                           seconds=round(time.perf_counter() - t0, 1))),
           flush=True)
-    cfg.model.backbone.sub2super.data_root = data
+    cfg.model.backbone.taxonomy.data_root = data
     cfg.train_dataloader.dataset.data_root = data
     cfg.test_dataloader.dataset.data_root = data
     cfg.model.backbone.pretrained = f'{args.root}/DiT-XL-2-256x256.pt'
@@ -88,8 +88,8 @@ def main() -> None:
         dict(type='ConditionalFID', fake_nums=128, prefix='FID-128',
              inception_path=f'{args.root}/inception-2015-12-05.pt',
              sample_kwargs=dict(
-                 num_steps=25,
-                 sampler=dict(type='DPMSolverMultistepScheduler')))
+                 num_sampling_steps=25,
+                 scheduler=dict(type='DPMSolverMultistepScheduler')))
     ]
     config = osp.join(args.root, 'inat_run.py')
     cfg.dump(config)

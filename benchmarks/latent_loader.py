@@ -37,7 +37,7 @@ from mmengine.runner import Runner
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
 from finediffusion.datasets.latent_cache import DTYPES, cache_latents
-from finediffusion.datasets.taxonomy import Taxonomy
+from finediffusion.taxonomy import Taxonomy
 from mmagic.registry import MODELS
 from mmagic.structures import DataSample
 

@@ -42,7 +42,7 @@ def write_weights(root: str) -> None:
 
     import finediffusion  # noqa: F401  (compatibility fixes first)
     from finediffusion.models import TieredDiT
-    dit = TieredDiT(num_classes=1000, sub2super=[0] * 1000, arch='XL',
+    dit = TieredDiT(num_classes=1000, taxonomy=[0] * 1000, arch='XL',
                     affine_norms=False)
     torch.save({k: v for k, v in dit.state_dict().items()
                 if k != 'y_embedder.sub2super'},
@@ -83,7 +83,7 @@ def main() -> None:
         '--cfg-options',
         f'model.backbone.pretrained={root}/DiT-XL-2-256x256.pt',
         f'model.vae.from_pretrained={root}/vae',
-        f'model.backbone.sub2super.data_root={data}',
+        f'model.backbone.taxonomy.data_root={data}',
         f'train_dataloader.dataset.data_root={data}',
         'train_dataloader.dataset.pipeline.1.size=64',
         'train_dataloader.batch_size=1', 'train_dataloader.num_workers=0',

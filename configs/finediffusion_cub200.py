@@ -6,7 +6,7 @@ data_root = 'data/CUB_200_2011'
 # _delete_: replaces the base's taxonomy wherever it is copied below.
 taxonomy = dict(_delete_=True, type='HierarchyDataset', data_root=data_root,
                 ann_file='cub_families.csv')
-model = dict(backbone=dict(sub2super=taxonomy))
+model = dict(backbone=dict(taxonomy=taxonomy))
 train_dataloader = dict(dataset=dict(
     taxonomy, pipeline={{_base_.train_pipeline}}))
 test_dataloader = dict(dataset=dict(
@@ -16,7 +16,7 @@ val_dataloader = test_dataloader
 # specs (finediffusion.config); the pipelines' records are the base's.
 copied_specs = {
     'taxonomy.data_root': dict(spec='data_root', value=data_root),
-    'model.backbone.sub2super': dict(spec='taxonomy', value=taxonomy),
+    'model.backbone.taxonomy': dict(spec='taxonomy', value=taxonomy),
     'train_dataloader.dataset': dict(spec='taxonomy', value=taxonomy),
     'test_dataloader.dataset': dict(spec='taxonomy', value=taxonomy),
     'val_dataloader.dataset': dict(spec='taxonomy', value=taxonomy),

@@ -8,11 +8,8 @@ _base_ = [
     './_base_/datasets/inat2021.py', './_base_/default_runtime.py'
 ]
 
-model = dict(backbone=dict(sub2super={{_base_.taxonomy}}))
-copied_specs = {
-    'model.backbone.sub2super':
-    dict(spec='taxonomy', value={{_base_.taxonomy}}),
-}
+# The model's class table has a row per class of the dataset's taxonomy.
+model = dict(backbone=dict(taxonomy={{_base_.taxonomy}}))
 
 train_cfg = dict(
     type='ResumableIterBasedTrainLoop', max_iters=100000, val_interval=10000)
@@ -21,8 +18,9 @@ test_cfg = dict(type='MultiTestLoop')
 # Inception and AlexNet weights are read from disk (README, Evaluation).
 val_evaluator = dict(type='Evaluator', metrics=[
     dict(type='ConditionalFID', fake_nums=1000, prefix='FID-1k',
-         sample_kwargs=dict(num_steps=50,
-                            sampler=dict(type='DPMSolverMultistepScheduler'))),
+         sample_kwargs=dict(
+             num_sampling_steps=50,
+             scheduler=dict(type='DPMSolverMultistepScheduler'))),
 ])
 test_evaluator = dict(type='Evaluator', metrics=[
     dict(type='ConditionalFID', fake_nums=10000, prefix='FID-10k'),

@@ -4,15 +4,15 @@ _base_ = [
     './_base_/datasets/inat2021.py', './_base_/default_runtime.py'
 ]
 
-model = dict(backbone=dict(sub2super={{_base_.taxonomy}}))
+model = dict(backbone=dict(taxonomy={{_base_.taxonomy}}))
 train_pipeline = [
-    dict(type='LoadTieredImage', key='gt', max_failures=100),
+    dict(type='LoadRGBImage', key='gt', max_failures=100),
     dict(type='ADMCenterCrop', size=512),
     dict(type='Flip', keys=['gt'], direction='horizontal'),
     dict(type='PackInputs', keys='gt'),
 ]
 test_pipeline = [
-    dict(type='LoadTieredImage', key='gt'),
+    dict(type='LoadRGBImage', key='gt'),
     dict(type='ADMCenterCrop', size=512),
     dict(type='PackInputs'),
 ]
@@ -22,8 +22,6 @@ val_dataloader = test_dataloader
 # What the entries above copied, for tools to carry later changes of the
 # specs (finediffusion.config); the datasets' records are the base's.
 copied_specs = {
-    'model.backbone.sub2super':
-    dict(spec='taxonomy', value={{_base_.taxonomy}}),
     'train_dataloader.dataset.pipeline':
     dict(spec='train_pipeline', value=train_pipeline),
     'test_dataloader.dataset.pipeline':

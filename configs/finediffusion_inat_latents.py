@@ -5,7 +5,7 @@ _base_ = ['./finediffusion_inat.py']
 
 cache = dict(type='LatentDataset', cache_dir='data/inat2021/latents_256')
 # The cache keeps the taxonomy of the images it encodes; no VAE encoder runs.
-model = dict(backbone=dict(sub2super=dict(_delete_=True, **cache)))
+model = dict(backbone=dict(taxonomy=dict(_delete_=True, **cache)))
 train_dataloader = dict(
     # Batches are stacked in the workers: a few tensors cross to the main
     # process instead of a set per sample, and the latents are pinned.
@@ -26,7 +26,7 @@ train_dataloader = dict(
 # The model and the training set copy the cache spec now, not taxonomy
 # (the test set still does); train_pipeline reaches nothing here.
 copied_specs = {
-    'model.backbone.sub2super':
+    'model.backbone.taxonomy':
     dict(spec='cache', value=dict(_delete_=True, **cache)),
     'train_dataloader.dataset':
     dict(spec='cache', value=dict(_delete_=True, **cache)),

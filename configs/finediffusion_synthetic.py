@@ -27,7 +27,7 @@ model = dict(
         class_init='null',
         class_init_std=0.1),
     trainable='finediffusion',
-    guidance=dict(type='FineGrainedCFG', scale=1.5))
+    guidance=dict(type='TieredGuidance', scale=1.5))
 
 train_dataloader = dict(
     dataset=dict(taxonomy, pipeline={{_base_.train_pipeline}}))
@@ -35,7 +35,7 @@ train_dataloader = dict(
 # specs (finediffusion.config); the pipeline's record is the base's.
 copied_specs = {
     'taxonomy.data_root': dict(spec='data_root', value=data_root),
-    'model.backbone.sub2super': dict(spec='taxonomy', value=taxonomy),
+    'model.backbone.taxonomy': dict(spec='taxonomy', value=taxonomy),
     'train_dataloader.dataset': dict(spec='taxonomy', value=taxonomy),
 }
 train_cfg = dict(max_iters=500)

@@ -6,22 +6,22 @@ _base_ = ['./_base_/default_runtime.py']
 
 data_root = 'data/toy_hierarchy'
 # Subclass folders sort as 00_square_00, 00_square_01, 01_disc_00, ...
-sub2super = [0, 0, 1, 1]
+taxonomy = [0, 0, 1, 1]
 
 model = dict(
     type='FineDiffusion',
     backbone=dict(
         type='TieredDiT',
-        num_classes=len(sub2super),
-        sub2super=sub2super,
+        num_classes=len(taxonomy),
+        taxonomy=taxonomy,
         arch=dict(depth=2, hidden_size=64, num_heads=4),
         patch_size=4,
         input_size=16,
         in_channels=3),
     trainable='full',
     ema_decay=0.999,
-    sample_steps=25,
-    data_preprocessor=dict(type='TieredDataPreprocessor'))
+    num_sampling_steps=25,
+    data_preprocessor=dict(type='DiTDataPreprocessor'))
 
 train_pipeline = [
     dict(type='LoadImageFromFile', key='gt'),
@@ -39,9 +39,9 @@ train_dataloader = dict(
 # The entries above that copy a shared value, and what they copied: tools
 # carry a later change of it (a child config, --cfg-options) into them
 # (finediffusion.config.apply_copied_specs). num_classes, derived from
-# sub2super, is not a copy: the model refuses a table of another length.
+# taxonomy, is not a copy: the model refuses a table of another length.
 copied_specs = {
-    'model.backbone.sub2super': dict(spec='sub2super', value=sub2super),
+    'model.backbone.taxonomy': dict(spec='taxonomy', value=taxonomy),
     'train_dataloader.dataset.data_root':
     dict(spec='data_root', value=data_root),
     'train_dataloader.dataset.pipeline':
@@ -53,7 +53,7 @@ optim_wrapper = dict(
     constructor='PEFTOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.))
 custom_hooks = [
-    dict(type='PEFTFreezeHook'),
+    dict(type='PEFTCheckpointHook'),
     dict(type='TrainableEMAHook'),
     dict(type='ResumeRandomStateHook'),
 ]

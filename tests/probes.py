@@ -12,7 +12,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
-from finediffusion.evaluation.sampling import ConditionalSampling, label_of
+from finediffusion.evaluation.requests import ConditionalSampling, label_of
 from finediffusion.models import FineDiffusion
 from mmagic.evaluation.metrics.base_gen_metric import GenerativeMetric
 from mmagic.registry import DATASETS, HOOKS, METRICS, MODELS, TRANSFORMS
@@ -118,9 +118,10 @@ class PerfectGenerator(FineDiffusion):
     The images of a class come round in dataset order: the i-th request of
     a class in a call gets its (i mod n)-th image, so the consecutive
     samples of a class that LPIPS diversity compares are its real images.
-    Each call appends ``{"num_steps", "labels", "paths"}`` to ``record``
-    (a JSON-lines file), so that a test can score the returned real images
-    itself; metrics tell their calls apart by ``sample_kwargs.num_steps``.
+    Each call appends ``{"num_sampling_steps", "labels", "paths"}`` to
+    ``record`` (a JSON-lines file), so that a test can score the returned
+    real images itself; metrics tell their calls apart by
+    ``sample_kwargs.num_sampling_steps``.
 
     Args:
         dataset (dict): The training dataset config (with its pipeline).
@@ -134,7 +135,7 @@ class PerfectGenerator(FineDiffusion):
         self.record = record
         self._dataset = None
 
-    def sample(self, labels: torch.Tensor, num_steps=None, *args,
+    def sample(self, labels: torch.Tensor, num_sampling_steps=None, *args,
                **kwargs) -> torch.Tensor:
         if self._dataset is None:
             # Outside a Runner (tools/sample.py) too, in MMagic's scope.
@@ -156,7 +157,7 @@ class PerfectGenerator(FineDiffusion):
                                         training=True)['inputs']
         with open(self.record, 'a') as f:
             f.write(json.dumps(dict(
-                num_steps=num_steps, labels=labels.tolist(),
+                num_sampling_steps=num_sampling_steps, labels=labels.tolist(),
                 paths=[dataset.get_data_info(i)['gt_path']
                        for i in picks])) + '\n')
         return images.to(labels.device)

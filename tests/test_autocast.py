@@ -18,7 +18,7 @@ from test_tiered_dit import SMALL, SUB2SUPER
 
 def _model(autocast=None, **kwargs):
     torch.manual_seed(0)
-    backbone = TieredDiT(num_classes=len(SUB2SUPER), sub2super=SUB2SUPER,
+    backbone = TieredDiT(num_classes=len(SUB2SUPER), taxonomy=SUB2SUPER,
                          arch=SMALL, patch_size=2,
                          input_size=8, in_channels=3, null_prob=0.1)
     return FineDiffusion(backbone, trainable='full', autocast=autocast,
@@ -49,8 +49,8 @@ def test_the_backbone_runs_in_bf16_and_the_loss_in_fp32():
 
 def test_sampling_under_autocast_returns_float_images():
     model = _model('bfloat16').eval()
-    images = model.sample(torch.tensor([0, 4]), num_steps=2,
-                          sampler=dict(type='DPMSolverMultistepScheduler'))
+    images = model.sample(torch.tensor([0, 4]), num_sampling_steps=2,
+                          scheduler=dict(type='DPMSolverMultistepScheduler'))
     assert images.dtype == torch.float32 and images.shape == (2, 3, 8, 8)
     assert torch.isfinite(images).all()
 
@@ -107,7 +107,7 @@ def test_the_callers_autocast_reaches_the_backbone_in_sampling():
     model = _model().eval()
     seen = _record_linear_dtypes(model.backbone)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        images = model.sample(torch.tensor([0, 4]), num_steps=2)
+        images = model.sample(torch.tensor([0, 4]), num_sampling_steps=2)
     assert seen and set(seen) == {torch.bfloat16}
     assert images.dtype == torch.float32
 
@@ -123,7 +123,7 @@ def test_bf16_weights_sample_in_bf16():
     model = _model().eval()
     model.cast_backbone(torch.bfloat16)
     seen = _record_linear_dtypes(model.backbone)
-    images = model.sample(torch.tensor([0, 4]), num_steps=2)
+    images = model.sample(torch.tensor([0, 4]), num_sampling_steps=2)
     assert set(seen) == {torch.bfloat16}
     assert images.dtype == torch.float32 and torch.isfinite(images).all()
     assert all(b.dtype == torch.bfloat16 for b in model.ema.buffers())

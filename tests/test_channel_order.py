@@ -152,14 +152,14 @@ def evaluator(weights, tmp_path):
         dict(type='ConditionalFID', fake_nums=FAKES,
              inception_path=weights['inception'],
              inception_pkl=str(tmp_path / 'real_stats.pkl'),
-             sample_kwargs=dict(num_steps=FID_STEPS)),
+             sample_kwargs=dict(num_sampling_steps=FID_STEPS)),
         dict(type='ClassifierFidelity', fake_nums=FAKES,
              classifier_config=weights['classifier_cfg'],
              classifier_checkpoint=weights['classifier'],
-             sample_kwargs=dict(num_steps=FID_STEPS)),
+             sample_kwargs=dict(num_sampling_steps=FID_STEPS)),
         dict(type='LPIPSDiversity', fake_nums=16, samples_per_class=2,
              backbone_path=weights['alexnet'],
-             sample_kwargs=dict(num_steps=LPIPS_STEPS)),
+             sample_kwargs=dict(num_sampling_steps=LPIPS_STEPS)),
     ])
 
 
@@ -178,7 +178,7 @@ model = dict(
     type='PerfectGenerator',
     dataset=dict(**taxonomy, pipeline={{{{_base_.train_pipeline}}}}),
     record={record!r},
-    backbone=dict(type='TieredDiT', sub2super=taxonomy,
+    backbone=dict(type='TieredDiT', taxonomy=taxonomy,
                   arch=dict(depth=1, hidden_size=32, num_heads=2),
                   patch_size=4, input_size=16, in_channels=3),
     trainable='full',
@@ -244,8 +244,8 @@ def frechet_distance(fake, real):
 def references(records, real_paths, weights, sub2super):
     """FID, LPIPS diversity and fidelity of the real images the generator
     returned, each also for those images with swapped channels."""
-    fid_calls = [r for r in records if r['num_steps'] == FID_STEPS]
-    lpips_calls = [r for r in records if r['num_steps'] == LPIPS_STEPS]
+    fid_calls = [r for r in records if r['num_sampling_steps'] == FID_STEPS]
+    lpips_calls = [r for r in records if r['num_sampling_steps'] == LPIPS_STEPS]
     fid_paths = sum((r['paths'] for r in fid_calls), [])[:FAKES]
     fid_labels = torch.tensor(sum((r['labels'] for r in fid_calls),
                                   [])[:FAKES])

@@ -10,7 +10,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from conftest import REPO, load_tool
-from finediffusion.datasets.taxonomy import spec_taxonomy
+from finediffusion.taxonomy import spec_taxonomy
 from mmagic.registry import DATASETS
 from test_configs import xl_on_meta
 from test_datasets import CATEGORIES, inat_json, write_image
@@ -32,7 +32,7 @@ def train_config(monkeypatch, *argv):
 def taxonomies(cfg):
     """(sub2super, superclass names) of the model and of each dataset."""
     model = xl_on_meta(cfg).backbone.y_embedder.sub2super.tolist()
-    named, _ = spec_taxonomy(cfg.model.backbone.sub2super)
+    named, _ = spec_taxonomy(cfg.model.backbone.taxonomy)
     out = [(model, named.super_names)]
     for loader in ('train_dataloader', 'test_dataloader', 'val_dataloader'):
         tax = DATASETS.build(cfg[loader].dataset).taxonomy
@@ -81,7 +81,7 @@ def test_an_entry_changed_itself_keeps_its_value(monkeypatch, inat_root):
                        'taxonomy.super_rank=family',
                        f'data_root={inat_root}')
     assert cfg.test_dataloader.dataset.super_rank == 'genus'
-    assert cfg.model.backbone.sub2super.super_rank == 'family'
+    assert cfg.model.backbone.taxonomy.super_rank == 'family'
     assert cfg.val_dataloader.dataset.super_rank == 'family'
     assert cfg.test_dataloader.dataset.data_root == inat_root
     # Applying again (a dumped config, a resumed run) changes nothing.
@@ -92,28 +92,28 @@ def test_an_entry_changed_itself_keeps_its_value(monkeypatch, inat_root):
 
 @pytest.mark.parametrize('name,option,entries', [
     ('finediffusion_vegfru.py', 'data_root=/d/vegfru',
-     {'model.backbone.sub2super.data_root': '/d/vegfru',
+     {'model.backbone.taxonomy.data_root': '/d/vegfru',
       'train_dataloader.dataset.data_root': '/d/vegfru',
       'test_dataloader.dataset.data_root': '/d/vegfru',
       'test_dataloader.dataset.split': 'test'}),
     ('finediffusion_cub200.py', 'taxonomy.ann_file=genera.csv',
-     {'model.backbone.sub2super.ann_file': 'genera.csv',
+     {'model.backbone.taxonomy.ann_file': 'genera.csv',
       'val_dataloader.dataset.ann_file': 'genera.csv'}),
     ('finediffusion_inat_latents.py', 'cache.cache_dir=/d/latents',
-     {'model.backbone.sub2super.cache_dir': '/d/latents',
+     {'model.backbone.taxonomy.cache_dir': '/d/latents',
       'train_dataloader.dataset.cache_dir': '/d/latents'}),
     ('finediffusion_inat_512.py', 'test_pipeline.1.size=384',
      {'test_dataloader.dataset.pipeline.1.size': 384,
       'val_dataloader.dataset.pipeline.1.size': 384,
       'train_dataloader.dataset.pipeline.1.size': 512}),
     ('synthetic/pretrain_base.py', 'data_root=/d/base',
-     {'model.backbone.sub2super.data_root': '/d/base',
+     {'model.backbone.taxonomy.data_root': '/d/base',
       'train_dataloader.dataset.data_root': '/d/base'}),
     ('finediffusion_synthetic.py', 'data_root=/d/fine',
-     {'model.backbone.sub2super.data_root': '/d/fine',
+     {'model.backbone.taxonomy.data_root': '/d/fine',
       'train_dataloader.dataset.data_root': '/d/fine'}),
-    ('finediffusion_tiny_cpu.py', 'sub2super=[0,1,1,1]',
-     {'model.backbone.sub2super': [0, 1, 1, 1]}),
+    ('finediffusion_tiny_cpu.py', 'taxonomy=[0,1,1,1]',
+     {'model.backbone.taxonomy': [0, 1, 1, 1]}),
     ('synthetic/judge.py', 'num_classes=10',
      {'model.head.num_classes': 10, 'data_preprocessor.num_classes': 10}),
 ])

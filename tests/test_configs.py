@@ -71,7 +71,7 @@ def test_paper_config_on_inat_format_taxonomy(tmp_path):
     with open(tmp_path / 'train_mini.json', 'w') as f:
         json.dump(dict(images=[], annotations=[], categories=categories), f)
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'finediffusion_inat.py'))
-    cfg.model.backbone.sub2super.data_root = str(tmp_path)
+    cfg.model.backbone.taxonomy.data_root = str(tmp_path)
     model = xl_on_meta(cfg)
     assert model.backbone.y_embedder.embedding_table.num_embeddings == 10011
     count, total = trainable_share(model)
@@ -91,7 +91,7 @@ def test_paper_config_on_inat_format_taxonomy(tmp_path):
 def test_baselines_and_datasets_build(tmp_path, name, trainable):
     inat_json(tmp_path, CATEGORIES)
     cfg = Config.fromfile(osp.join(REPO, 'configs', name))
-    cfg.model.backbone.sub2super.data_root = str(tmp_path)
+    cfg.model.backbone.taxonomy.data_root = str(tmp_path)
     cfg.train_dataloader.dataset.data_root = str(tmp_path)
     model = xl_on_meta(cfg)
     assert cfg.model.trainable == trainable
@@ -106,7 +106,7 @@ def test_baselines_and_datasets_build(tmp_path, name, trainable):
 def test_vegfru_and_512_configs_build(tmp_path):
     vegfru(tmp_path, [('veg/cabbage/1.jpg', 0, 1), ('fru/apple/2.jpg', 1, 0)])
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'finediffusion_vegfru.py'))
-    cfg.model.backbone.sub2super.data_root = str(tmp_path)
+    cfg.model.backbone.taxonomy.data_root = str(tmp_path)
     cfg.train_dataloader.dataset.data_root = str(tmp_path)
     assert xl_on_meta(cfg).backbone.grid == (16, 16)
     assert len(DATASETS.build(cfg.train_dataloader.dataset)) == 2
@@ -114,7 +114,7 @@ def test_vegfru_and_512_configs_build(tmp_path):
     inat_json(tmp_path, CATEGORIES)
     cfg = Config.fromfile(
         osp.join(REPO, 'configs', 'finediffusion_inat_512.py'))
-    cfg.model.backbone.sub2super.data_root = str(tmp_path)
+    cfg.model.backbone.taxonomy.data_root = str(tmp_path)
     cfg.train_dataloader.dataset.data_root = str(tmp_path)
     assert xl_on_meta(cfg).backbone.grid == (32, 32)
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
@@ -136,7 +136,7 @@ def test_dataset_added_by_inheritance(tmp_path):
     for path, _, _ in rows:
         write_image(str(tmp_path / path))
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'finediffusion_cub200.py'))
-    cfg.model.backbone.sub2super.data_root = str(tmp_path)
+    cfg.model.backbone.taxonomy.data_root = str(tmp_path)
     cfg.train_dataloader.dataset.data_root = str(tmp_path)
     model = xl_on_meta(cfg)
     assert model.backbone.y_embedder.sub2super.tolist() == [0, 1, 1]

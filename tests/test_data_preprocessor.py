@@ -24,7 +24,7 @@ def _batch(tmp_path, batch_size=6, collate='default_collate'):
         sampler=dict(type='DefaultSampler', shuffle=True, seed=0),
         collate_fn=dict(type=collate),
         dataset=dict(type='HierarchyDataset', data_root=root, pipeline=[
-            dict(type='LoadTieredImage', key='gt'),
+            dict(type='LoadRGBImage', key='gt'),
             dict(type='PackInputs', keys='gt'),
         ]))
     with DefaultScope.overwrite_default_scope('mmagic'):
@@ -87,9 +87,9 @@ def _loaded(tmp_path, loader, collate):
 
 @pytest.mark.parametrize('collate', ['default_collate', 'pseudo_collate'])
 def test_model_gets_its_channel_order_whatever_the_loader(tmp_path, collate):
-    rgb = _loaded(tmp_path, dict(type='LoadTieredImage', key='gt'), collate)
+    rgb = _loaded(tmp_path, dict(type='LoadRGBImage', key='gt'), collate)
     loaders = [
-        dict(type='LoadTieredImage', key='gt', channel_order='bgr'),
+        dict(type='LoadRGBImage', key='gt', channel_order='bgr'),
         dict(type='LoadImageFromFile', key='gt'),  # MMagic's, BGR (cv2)
     ]
     # The files as PIL reads them (RGB), in [-1, 1].
@@ -124,10 +124,10 @@ def test_channel_order_must_be_declared():
 @pytest.mark.parametrize('preprocessor', [
     dict(type='DataPreprocessor'),
     dict(type='DataPreprocessor', output_channel_order='RGB'),
-    dict(type='TieredDataPreprocessor', output_channel_order='BGR'),
+    dict(type='DiTDataPreprocessor', output_channel_order='BGR'),
 ])
 def test_finediffusion_refuses_a_preprocessor_without_rgb(preprocessor):
-    backbone = dict(type='TieredDiT', sub2super=[0, 0], input_size=8,
+    backbone = dict(type='TieredDiT', taxonomy=[0, 0], input_size=8,
                     patch_size=4, in_channels=3,
                     arch=dict(depth=1, hidden_size=32, num_heads=2))
     with pytest.raises(ValueError, match=r"output_channel_order='RGB'.*got "

@@ -13,7 +13,7 @@ from PIL import Image
 from mmagic.registry import DATASETS
 
 PIPELINE = [
-    dict(type='LoadTieredImage', key='gt', max_failures=3),
+    dict(type='LoadRGBImage', key='gt', max_failures=3),
     dict(type='ADMCenterCrop', size=16),
     dict(type='Flip', keys=['gt'], direction='horizontal'),
     dict(type='PackInputs', keys='gt'),
@@ -251,7 +251,7 @@ def test_bad_files_are_skipped_and_training_goes_on(tiny_cfg, tmp_path):
     write_image(str(root / 'shapes' / 'disc' / 'tiny.png'), size=(5, 7))
     cfg = tiny_cfg.copy()
     cfg.model.backbone.num_classes = None
-    cfg.model.backbone.sub2super = dict(type='HierarchyDataset',
+    cfg.model.backbone.taxonomy = dict(type='HierarchyDataset',
                                         data_root=str(root))
     cfg.train_dataloader.dataset = dict(type='HierarchyDataset',
                                         data_root=str(root),

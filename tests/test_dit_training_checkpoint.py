@@ -53,7 +53,7 @@ def test_a_run_starts_from_the_ema_of_a_dit_training_checkpoint(
 def test_raw_weights_of_a_dit_training_checkpoint_on_request(tmp_path):
     path = str(tmp_path / '0400000.pt')
     model, ema = training_checkpoint(path, dit_args())
-    kwargs = dict(num_classes=4, sub2super=[0, 0, 1, 1],
+    kwargs = dict(num_classes=4, taxonomy=[0, 0, 1, 1],
                   arch=dict(depth=2, hidden_size=64, num_heads=4),
                   patch_size=2, input_size=8, in_channels=4, pretrained=path)
     raw = TieredDiT(pretrained_weights='model', **kwargs)
@@ -81,7 +81,7 @@ def test_code_in_a_training_checkpoints_args_is_never_run(
     path = str(tmp_path / 'hostile.pt')
     training_checkpoint(path, args)
     with pytest.raises(pickle.UnpicklingError, match=path):
-        TieredDiT(num_classes=4, sub2super=[0, 0, 1, 1],
+        TieredDiT(num_classes=4, taxonomy=[0, 0, 1, 1],
                   arch=dict(depth=2, hidden_size=64, num_heads=4),
                   patch_size=2, input_size=8, in_channels=4, pretrained=path)
     assert not osp.exists(marker)

@@ -14,7 +14,9 @@ def test_rows_per_tier():
     assert emb.rows(labels, 'sub').tolist() == [0, 2, 5]
     assert emb.rows(labels, 'super').tolist() == [6, 7, 8]
     assert emb.rows(labels, 'null').tolist() == [9, 9, 9]
-    assert emb(emb.rows(labels, 'super')).shape == (3, 8)
+    assert emb(labels, 'super').shape == (3, 8)
+    assert torch.equal(emb(labels, 'super'),
+                       emb.embedding_table(emb.rows(labels, 'super')))
 
 
 def test_taxonomy_is_saved_with_the_model():
@@ -41,7 +43,7 @@ def test_label_dropout_rates_in_training_only():
     emb = TieredEmbedder(6, SUB2SUPER, embed_dim=8, super_prob=0.1,
                          null_prob=0.05)
     labels = torch.randint(0, 6, (200_000, ))
-    rows = emb.drop_labels(labels)
+    rows = emb.tiered_rows(labels, emb.token_drop(labels))
     to_super = rows == emb.rows(labels, 'super')
     to_null = rows == emb.rows(labels, 'null')
     kept = rows == labels
@@ -49,7 +51,8 @@ def test_label_dropout_rates_in_training_only():
     assert abs(to_null.float().mean().item() - 0.05) < 0.005
     assert bool((to_super | to_null | kept).all())
     emb.eval()
-    assert torch.equal(emb.drop_labels(labels), labels)
+    assert torch.equal(emb.tiered_rows(labels, emb.token_drop(labels)),
+                       labels)
 
 
 def test_no_null_row_by_default():

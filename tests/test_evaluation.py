@@ -61,7 +61,7 @@ def weights(tmp_path_factory):
 def test_metrics_end_to_end_in_multi_test_loop(tiny_cfg, toy_root, weights,
                                                tmp_path):
     cfg = tiny_cfg.copy()
-    cfg.model.sample_steps = 4
+    cfg.model.num_sampling_steps = 4
     cfg.test_dataloader = toy_test_dataloader(toy_root)
     cfg.test_evaluator = dict(type='Evaluator', metrics=[
         dict(type='ConditionalFID', fake_nums=8,

@@ -51,7 +51,7 @@ def test_train_refuses_more_classes_than_rows(six_class_root, tmp_path):
 def test_annotation_labels_beyond_the_table_are_named(toy_root, tmp_path):
     """MMagic's BasicConditionalDataset from an annotation file declares no
     class count: each label is checked, and the bad ones named."""
-    from finediffusion.datasets.label_range import check_label_range
+    from finediffusion.engine.label_range import check_label_range
     from mmagic.registry import DATASETS
     files = sorted(glob.glob(osp.join(toy_root, '*', '*.png')))[:4]
     ann = tmp_path / 'ann.txt'
@@ -68,10 +68,10 @@ def test_annotation_labels_beyond_the_table_are_named(toy_root, tmp_path):
 
 def test_sample_refuses_labels_beyond_the_table(tiny_model):
     with pytest.raises(ValueError, match=r'\[4\].*has 4 subclasses'):
-        tiny_model.sample(torch.tensor([0, 4, 4]), num_steps=2)
+        tiny_model.sample(torch.tensor([0, 4, 4]), num_sampling_steps=2)
     with pytest.raises(ValueError, match=r'\[-1\].*has 4 subclasses'):
-        tiny_model.sample(torch.tensor([-1]), num_steps=2)
-    assert tiny_model.sample(torch.tensor([3]), num_steps=2).shape == (
+        tiny_model.sample(torch.tensor([-1]), num_sampling_steps=2)
+    assert tiny_model.sample(torch.tensor([3]), num_sampling_steps=2).shape == (
         1, 3, 16, 16)
 
 
@@ -107,7 +107,7 @@ def test_sample_tool_refuses_a_class_beyond_the_table(tiny_model, tmp_path):
 def test_test_tool_refuses_more_classes_than_rows(tiny_model, six_class_root,
                                                   tmp_path):
     cfg = Config.fromfile(TINY_CONFIG)
-    cfg.model.sample_steps = 2
+    cfg.model.num_sampling_steps = 2
     cfg.test_dataloader = dict(
         batch_size=4, num_workers=0,
         sampler=dict(type='DefaultSampler', shuffle=False),

@@ -25,7 +25,7 @@ from finediffusion.datasets.latent_cache import (NonFiniteLatentError,
 from mmagic.registry import DATASETS, MODELS
 
 PIPELINE = [
-    dict(type='LoadTieredImage'),
+    dict(type='LoadRGBImage'),
     dict(type='ADMCenterCrop', size=16),
     dict(type='PackInputs', keys='gt'),
 ]
@@ -124,7 +124,7 @@ def test_training_on_latents_gives_the_image_loss(image_root, vae_folder,
         type='FineDiffusion',
         vae=dict(type='AutoencoderKL', from_pretrained=vae_folder),
         backbone=dict(type='TieredDiT',
-                      sub2super=dict(type='LatentDataset', cache_dir=cache),
+                      taxonomy=dict(type='LatentDataset', cache_dir=cache),
                       arch=dict(depth=1, hidden_size=32, num_heads=2),
                       patch_size=2, input_size=8, in_channels=4),
         trainable='full', ema_decay=None))
@@ -156,7 +156,7 @@ def test_cache_encodes_the_model_images_whatever_the_loader(
     our RGB loader and from MMagic's BGR one (OpenCV) alike."""
     encode = vae_encoder(vae_folder)
     caches = []
-    for loader in (dict(type='LoadTieredImage'),
+    for loader in (dict(type='LoadRGBImage'),
                    dict(type='LoadImageFromFile', key='gt')):
         ds = DATASETS.build(dict(
             type='HierarchyDataset', data_root=image_root,

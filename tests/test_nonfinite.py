@@ -122,7 +122,7 @@ def latent_train_config(tmp_path, cache, iters, interval):
     shipped = Config.fromfile(
         osp.join(REPO, 'configs/finediffusion_inat_latents.py'))
     spec = dict(type='LatentDataset', cache_dir=cache)
-    cfg.model.backbone.update(sub2super=spec, num_classes=None,
+    cfg.model.backbone.update(taxonomy=spec, num_classes=None,
                               input_size=8, in_channels=4, patch_size=2)
     cfg.train_dataloader.batch_size = 2
     cfg.train_dataloader.sampler.shuffle = False
@@ -144,7 +144,7 @@ def cache_with_a_nan(vae_folder, tmp_path):
     root = write_images(tmp_path / 'images', [40 + 15 * k for k in range(12)])
     dataset = DATASETS.build(dict(
         type='HierarchyDataset', data_root=root,
-        pipeline=[dict(type='LoadTieredImage'),
+        pipeline=[dict(type='LoadRGBImage'),
                   dict(type='ADMCenterCrop', size=16),
                   dict(type='PackInputs', keys='gt')]))
     vae = MODELS.build(dict(type='AutoencoderKL',

@@ -7,7 +7,7 @@ from mmengine.runner import Runner
 
 from finediffusion.inference import build_from_delta
 from finediffusion.models import FineDiffusion, TieredDiT
-from finediffusion.models.checkpoint_io import checkpoint_keys, export_delta
+from finediffusion.delta import checkpoint_keys, export_delta
 from finediffusion.models.peft import apply_trainable
 from test_tiered_dit import official_state_dict
 
@@ -80,7 +80,7 @@ def test_optimizer_with_frozen_tensors_is_refused(tiny_cfg, base):
 
 def test_ema_without_its_hook_is_refused(tiny_cfg, base):
     cfg = peft_cfg(tiny_cfg, base, iters=1)
-    cfg.custom_hooks = [dict(type='PEFTFreezeHook')]
+    cfg.custom_hooks = [dict(type='PEFTCheckpointHook')]
     with pytest.raises(RuntimeError, match='TrainableEMAHook'):
         Runner.from_cfg(cfg).train()
 
@@ -97,14 +97,14 @@ def test_delta_export_rebuilds_the_trained_model(tiny_cfg, base, tmp_path):
         for name, param in trained.backbone.named_parameters():
             assert torch.equal(rebuilt.backbone.get_parameter(name), param), \
                 name
-    images = rebuilt.sample(torch.tensor([0, 3]), num_steps=3)
+    images = rebuilt.sample(torch.tensor([0, 3]), num_sampling_steps=3)
     assert images.shape == (2, 3, 16, 16)
     assert images.min() >= -1 and images.max() <= 1
 
     # The same delta on a 10-class taxonomy: refused at the first subclass
     # in another superclass, before any tensor is loaded.
     cfg.model.backbone.num_classes = 10
-    cfg.model.backbone.sub2super = [0] * 5 + [1] * 5
+    cfg.model.backbone.taxonomy = [0] * 5 + [1] * 5
     with pytest.raises(ValueError, match=r'taxonomies disagree: subclass '
                        r"'01_disc_00' \(id 2\) belongs to superclass id 0 "
                        r'.* but to superclass .* in the delta'):
@@ -112,7 +112,7 @@ def test_delta_export_rebuilds_the_trained_model(tiny_cfg, base, tmp_path):
 
 
 def test_presets_select_the_papers_sets():
-    model = TieredDiT(num_classes=4, sub2super=[0, 0, 1, 1],
+    model = TieredDiT(num_classes=4, taxonomy=[0, 0, 1, 1],
                       arch=dict(depth=1, hidden_size=32, num_heads=2),
                       input_size=8, block_scales=True)
     bitfit = apply_trainable(model, 'bitfit')
@@ -133,7 +133,7 @@ def test_dit_xl_peft_share_and_delta_size():
         with torch.device('meta'):
             return FineDiffusion(
                 backbone=TieredDiT(num_classes=10000,
-                                   sub2super=[i % 11 for i in range(10000)],
+                                   taxonomy=[i % 11 for i in range(10000)],
                                    arch='XL'),
                 trainable=trainable, data_preprocessor=None)
 

@@ -11,16 +11,18 @@ OURS = {
                  'VegFruDataset'],
     'DATA_SAMPLERS': ['ResumableInfiniteSampler'],
     'DIFFUSION_SCHEDULERS': ['DiTDiffusion'],
-    'HOOKS': ['FullEMAHook', 'PEFTFreezeHook', 'ResumeRandomStateHook',
+    'HOOKS': ['FullEMAHook', 'PEFTCheckpointHook', 'PEFTFreezeHook',
+              'ResumeRandomStateHook',
               'ThroughputHook', 'TrainableEMAHook'],
     'LOOPS': ['ResumableIterBasedTrainLoop'],
     'METRICS': ['ClassifierFidelity', 'ConditionalFID', 'LPIPSDiversity'],
-    'MODELS': ['FineDiffusion', 'FineGrainedCFG', 'TieredDataPreprocessor',
-               'TieredDiT', 'TieredEmbedder'],
+    'MODELS': ['DiTDataPreprocessor', 'FineDiffusion', 'FineGrainedCFG',
+               'TieredDataPreprocessor', 'TieredDiT', 'TieredEmbedder',
+               'TieredGuidance'],
     'OPTIM_WRAPPERS': ['FiniteAmpOptimWrapper', 'FiniteOptimWrapper'],
     'OPTIM_WRAPPER_CONSTRUCTORS': ['PEFTOptimWrapperConstructor'],
-    'TRANSFORMS': ['ADMCenterCrop', 'LoadLatent', 'LoadTieredImage',
-                   'PickLatentFlip'],
+    'TRANSFORMS': ['ADMCenterCrop', 'LoadLatent', 'LoadRGBImage',
+                   'LoadTieredImage', 'PickLatentFlip'],
 }
 
 # Lists what importing the plugin adds to MMagic's fully populated

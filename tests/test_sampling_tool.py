@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import REPO
 from finediffusion.datasets import Taxonomy
-from finediffusion.models.checkpoint_io import export_delta
+from finediffusion.delta import export_delta
 
 TAXONOMY = Taxonomy(
     names=['Danaus plexippus', 'Vanessa cardui', 'Turdus migratorius'],

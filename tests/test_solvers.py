@@ -19,8 +19,9 @@ from PIL import Image
 
 from conftest import REPO, TINY_CONFIG
 from finediffusion.models import FineDiffusion, FineGrainedCFG, TieredDiT
-from finediffusion.models.solvers import (SUPPORTED_SCHEDULERS, build_solver,
-                                          solver_settings)
+from finediffusion.models.sampling import (SUPPORTED_SCHEDULERS,
+                                           build_scheduler,
+                                           scheduler_settings)
 from test_diffusion import NoiseLike
 from test_tiered_dit import SMALL, SUB2SUPER, official_state_dict
 
@@ -313,7 +314,7 @@ class LinearDecoder(torch.nn.Module):
 
 def dit(learn_sigma, path):
     """The random official-layout DiT; without sigma, its epsilon half."""
-    model = TieredDiT(num_classes=len(SUB2SUPER), sub2super=SUB2SUPER,
+    model = TieredDiT(num_classes=len(SUB2SUPER), taxonomy=SUB2SUPER,
                       arch=SMALL, patch_size=2, input_size=8, in_channels=4,
                       learn_sigma=learn_sigma,
                       pretrained=str(path) if learn_sigma else None).eval()
@@ -341,7 +342,7 @@ def models(tmp_path_factory):
         learn_sigma: FineDiffusion(
             backbone=Model(dit(learn_sigma, path)), vae=LinearDecoder(),
             latent_scale=1.0, trainable='full', ema_decay=None,
-            guidance=dict(type='FineGrainedCFG', scale=SCALE)).eval()
+            guidance=dict(type='TieredGuidance', scale=SCALE)).eval()
         for learn_sigma in (True, False)
     }
 
@@ -398,7 +399,7 @@ def reference(name, backbone, steps, seed, learn_sigma):
 
 
 def sampled_latents(model, sampler, steps, seed):
-    images = model.sample(LABELS, steps, sampler=sampler,
+    images = model.sample(LABELS, steps, scheduler=sampler,
                           generator=torch.Generator().manual_seed(seed))
     return images.double().numpy() * DECODE_DIVISOR
 
@@ -412,7 +413,7 @@ def test_other_registered_schedulers_are_refused():
     assert set(SUPPORTED_SCHEDULERS) < set(REGISTERED_DIFFUSERS_SCHEDULERS)
     for name in sorted(others):
         with pytest.raises(ValueError, match=f"'{name}' is not supported"):
-            build_solver(dict(type=name))
+            build_scheduler(dict(type=name))
 
 
 # Float32 samplers against float64 references through 10 steps (measured
@@ -456,39 +457,39 @@ def test_ddim_does_not_clip_x0(models):
 ])
 def test_contradicting_option_is_refused(option, value):
     with pytest.raises(ValueError, match=rf'DDIMScheduler: {option}='):
-        build_solver(dict(type='DDIMScheduler', **{option: value}))
+        build_scheduler(dict(type='DDIMScheduler', **{option: value}))
 
 
 def test_refusals_name_the_problem(models):
     with pytest.raises(ValueError, match="'KDPM2DiscreteScheduler' is not "
                        'supported'):
-        build_solver(dict(type='KDPM2DiscreteScheduler'))
+        build_scheduler(dict(type='KDPM2DiscreteScheduler'))
     with pytest.raises(ValueError, match='skip_prk_steps=False'):
-        build_solver(dict(type='PNDMScheduler', skip_prk_steps=False))
+        build_scheduler(dict(type='PNDMScheduler', skip_prk_steps=False))
     with pytest.raises(ValueError, match='use_karras_sigmas=True'):
-        build_solver(dict(type='EulerDiscreteScheduler',
+        build_scheduler(dict(type='EulerDiscreteScheduler',
                           use_karras_sigmas=True))
     with pytest.raises(ValueError, match="no option 'eta'"):
-        build_solver(dict(type='DDIMScheduler', eta=0.5))
+        build_scheduler(dict(type='DDIMScheduler', eta=0.5))
     with pytest.raises(ValueError, match='from_pretrained'):
-        build_solver(dict(type='DDIMScheduler', from_pretrained='sd'))
+        build_scheduler(dict(type='DDIMScheduler', from_pretrained='sd'))
     # Restating DiT's value is fine; a config fails when it is built.
-    build_solver(dict(type='DDIMScheduler', clip_sample=False))
+    build_scheduler(dict(type='DDIMScheduler', clip_sample=False))
     with pytest.raises(ValueError, match='clip_sample=True'):
         FineDiffusion(backbone=models[True].backbone, ema_decay=None,
                       trainable='full',
-                      sampler=dict(type='DDIMScheduler', clip_sample=True))
+                      scheduler=dict(type='DDIMScheduler', clip_sample=True))
 
 
 @pytest.mark.parametrize('name', SUPPORTED_SCHEDULERS)
 def test_every_option_is_set(name):
     """No option of a supported scheduler is left to diffusers' default."""
-    scheduler = build_solver(dict(type=name), learn_sigma=False)
-    settings = solver_settings(name, learn_sigma=False)
+    scheduler = build_scheduler(dict(type=name), learn_sigma=False)
+    settings = scheduler_settings(name, learn_sigma=False)
     for key, value in settings.items():
         assert scheduler.config[key] == value, key
     if name == 'DDPMScheduler':
-        assert solver_settings(name)['variance_type'] == 'learned_range'
+        assert scheduler_settings(name)['variance_type'] == 'learned_range'
 
 
 def test_an_older_diffusers_is_named(monkeypatch):
@@ -505,8 +506,8 @@ def test_an_older_diffusers_is_named(monkeypatch):
     monkeypatch.setattr(solvers, '_options', older)
     with pytest.raises(ValueError, match=r"no option \['final_sigmas_type'\]"
                        r'.*requirements/lock.txt'):
-        build_solver(dict(type='DPMSolverMultistepScheduler'))
-    build_solver(dict(type='DDIMScheduler'))
+        build_scheduler(dict(type='DPMSolverMultistepScheduler'))
+    build_scheduler(dict(type='DDIMScheduler'))
 
 
 def test_fixed_variance_loss_equals_reference(models):
@@ -520,14 +521,14 @@ def test_fixed_variance_loss_equals_reference(models):
     assert set(losses) == {'loss', 'mse'}
     # The same draws: training steps, then noise.
     torch.manual_seed(1)
-    rows = model.backbone.y_embedder.drop_labels(LABELS)
+    tiers = model.backbone.token_drop(LABELS)
     t = torch.randint(0, T, (len(x0), ))
     noise = torch.randn(SHAPE).double().numpy()
     a = ABAR[t.numpy()][:, None, None, None]
     xt = np.sqrt(a) * x0.double().numpy() + np.sqrt(1 - a) * noise
     with torch.no_grad():
         eps = model.backbone(torch.from_numpy(xt).float(), t,
-                             rows).double().numpy()
+                             LABELS, tiers).double().numpy()
     expected = ((noise - eps)**2).mean()
     assert eps.shape == SHAPE
     assert abs(losses['loss'].item() - expected) < 1e-5 * expected
@@ -563,7 +564,6 @@ def test_sample_tool_ddim_equals_reference(tiny_run):
     assert run.returncode == 0, run.stderr[-3000:]
     model, _ = load_for_sampling(config, ckpt)
     labels = torch.tensor([0, 0])
-    sup = model.backbone.y_embedder.rows(labels, 'super')
     c = model.backbone.in_channels
 
     def out_fn(x, t):
@@ -571,7 +571,8 @@ def test_sample_tool_ddim_equals_reference(tiny_run):
         ts = torch.full((len(labels), ), t)
         with torch.no_grad():
             cond = model.backbone(xf, ts, labels).double().numpy()[:, :c]
-            ref = model.backbone(xf, ts, sup).double().numpy()[:, :c]
+            ref = model.backbone(xf, ts, labels,
+                                 'super').double().numpy()[:, :c]
         return ref + 2.0 * (cond - ref)
 
     x_t = torch.randn((2, c, 16, 16),

@@ -11,7 +11,7 @@ from finediffusion.datasets import HierarchyDataset
 from finediffusion.datasets.synthetic import (ClassSpec, base_taxonomy,
                                               fine_taxonomy, render,
                                               write_synthetic_hierarchy)
-from finediffusion.datasets.taxonomy import Taxonomy
+from finediffusion.taxonomy import Taxonomy
 from finediffusion.evaluation.judge import accuracy, intra_class_spread
 from finediffusion.visualization import class_grid
 

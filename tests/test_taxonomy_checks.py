@@ -17,7 +17,7 @@ import probes  # noqa: F401  (the probe metric, for in-process runners)
 from conftest import REPO, free_port
 from finediffusion.datasets.latent_cache import cache_latents
 from finediffusion.inference import load_for_sampling
-from finediffusion.models.checkpoint_io import export_delta
+from finediffusion.delta import export_delta
 from mmagic.registry import DATASETS, MODELS
 from test_datasets import CATEGORIES, category, inat_json
 
@@ -51,10 +51,10 @@ def inat_config(root, vae_folder, work_dir, val_file='val.json',
     # Without base weights every tensor trains, so that the checkpoints and
     # deltas hold them all (PEFT weights need their base to be loaded).
     cfg.model.trainable = 'full'
-    if 'data_root' in backbone.sub2super:
-        backbone.sub2super.data_root = str(model_root or root)
+    if 'data_root' in backbone.taxonomy:
+        backbone.taxonomy.data_root = str(model_root or root)
     cfg.model.vae.from_pretrained = vae_folder
-    cfg.model.sample_steps = 2
+    cfg.model.num_sampling_steps = 2
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg[loader]
         loader.update(batch_size=2, num_workers=0, persistent_workers=False)
@@ -226,7 +226,7 @@ def test_latent_cache_of_another_taxonomy_is_refused(trained, vae_folder,
     cfg = inat_config(root, vae_folder, tmp_path / 'work',
                       val_file='val_moved.json',
                       name='finediffusion_inat_latents.py')
-    cfg.model.backbone.sub2super.cache_dir = cache
+    cfg.model.backbone.taxonomy.cache_dir = cache
     cfg.train_dataloader.dataset.cache_dir = cache
     cfg.train_cfg.val_interval = 1
     with pytest.raises(ValueError, match=r"'Vanessa cardui' \(id 1\) belongs "

@@ -15,6 +15,9 @@ from finediffusion.models import TieredDiT
 
 SMALL = dict(depth=2, hidden_size=64, num_heads=4)
 SUB2SUPER = [0, 0, 1, 1, 1]
+# Labels 1 and 4 at their own rows, label 2 at its superclass's: the table
+# rows [1, 4, 6] that the reference DiT is given.
+LABELS, TIERS = torch.tensor([1, 4, 2]), torch.tensor([0, 0, 1])
 
 
 def official_state_dict(depth=2, hidden=64, patch=2, in_ch=4, grid=4,
@@ -135,7 +138,7 @@ def official_ckpt(tmp_path):
 
 def build(pretrained=None, **kwargs):
     kwargs = dict(
-        dict(num_classes=len(SUB2SUPER), sub2super=SUB2SUPER, arch=SMALL,
+        dict(num_classes=len(SUB2SUPER), taxonomy=SUB2SUPER, arch=SMALL,
              patch_size=2, input_size=8, in_channels=4), **kwargs)
     return TieredDiT(pretrained=pretrained, **kwargs)
 
@@ -147,7 +150,7 @@ def test_matches_reference_dit_after_loading_official_layout(official_ckpt):
     t = torch.tensor([0, 500, 999])
     rows = torch.tensor([1, 4, 6])  # two subclass rows, a superclass row
     with torch.no_grad():
-        ours = model(x, t, rows)
+        ours = model(x, t, LABELS, TIERS)
         table = model.y_embedder.embedding_table.weight
         ref = reference_dit(sd, x, t, table[rows], depth=2, heads=4, patch=2)
     assert ours.shape == (3, 8, 8, 8)
@@ -175,7 +178,7 @@ def test_pretrained_weights_survive_runner_initialisation(official_ckpt):
     model = MODELS.build(
         dict(type='FineDiffusion',
              backbone=dict(type='TieredDiT', num_classes=len(SUB2SUPER),
-                           sub2super=SUB2SUPER, arch=SMALL, patch_size=2,
+                           taxonomy=SUB2SUPER, arch=SMALL, patch_size=2,
                            input_size=8, in_channels=4,
                            pretrained=str(official_ckpt))))
     model.init_weights()  # what Runner._init_model_weights calls
@@ -216,8 +219,9 @@ def test_pickled_code_in_a_download_is_never_run(tmp_path):
 def test_patch_and_input_sizes(patch, size):
     model = build(patch_size=patch, input_size=size, in_channels=3)
     h, w = (size, size) if isinstance(size, int) else size
+    # Label 0 at its own row and at its superclass's (table rows 0 and 5).
     out = model(torch.randn(2, 3, h, w), torch.tensor([1, 2]),
-                torch.tensor([0, 5]))
+                torch.tensor([0, 0]), torch.tensor([0, 1]))
     assert out.shape == (2, 6, h, w)
 
 
@@ -228,8 +232,8 @@ def test_affine_norms_and_block_scales_start_as_identity(official_ckpt):
     scaled = build(str(official_ckpt), block_scales=True)
     scaled.y_embedder.load_state_dict(plain.y_embedder.state_dict())
     with torch.no_grad():
-        assert torch.allclose(plain(x, t, rows), scaled(x, t, rows),
-                              atol=1e-6)
+        assert torch.allclose(plain(x, t, rows, 'sub'),
+                              scaled(x, t, rows, 'sub'), atol=1e-6)
 
 
 def test_new_classes_can_start_at_the_base_null_row(official_ckpt):
@@ -286,7 +290,7 @@ def test_the_fast_path_matches_reference_dit(official_ckpt, autocast,
         ref = reference_dit(sd, x, t, table[rows], depth=2, heads=4, patch=2)
         model.compile()
         with torch.autocast('cpu', torch.bfloat16, enabled=autocast):
-            ours = model(x, t, rows).float()
+            ours = model(x, t, LABELS, TIERS).float()
     assert model._compiled_call_impl is not None
     if autocast:
         error = ((ours - ref).norm() / ref.norm()).item()

@@ -21,12 +21,12 @@ SAMPLE = [TINY_CONFIG, 'missing.pth', '--classes', '0']
      'must be at least 1, got -1'),
     ('sample', SAMPLE + ['--batch-size', '0'], 'argument --batch-size: '
      'must be at least 1, got 0'),
-    ('sample', SAMPLE + ['--steps', '0'], 'argument --steps: must be at '
-     'least 1, got 0'),
+    ('sample', SAMPLE + ['--steps', '0'], 'argument --num-sampling-steps/'
+     '--steps: must be at least 1, got 0'),
     # Respacing keeps the first and the last step: one step raised an
     # IndexError deep in the sampler.
-    ('sample', SAMPLE + ['--steps', '1'], 'argument --steps: DDPM sampling '
-     'takes at least 2 steps'),
+    ('sample', SAMPLE + ['--steps', '1'], 'argument --num-sampling-steps/'
+     '--steps: DDPM sampling takes at least 2 steps'),
     ('sample', SAMPLE + ['-n', 'two'], "argument -n/--per-class: invalid "
      "int value: 'two'"),
     ('sample', [TINY_CONFIG, 'missing.pth', '--classes', '1', ''],

@@ -17,7 +17,7 @@ def build(vae_folder, **kwargs):
         dict(type='FineDiffusion',
              vae=dict(type='AutoencoderKL', from_pretrained=vae_folder),
              backbone=dict(type='TieredDiT', num_classes=4,
-                           sub2super=SUB2SUPER,
+                           taxonomy=SUB2SUPER,
                            arch=dict(depth=1, hidden_size=32, num_heads=2),
                            patch_size=2, input_size=8, in_channels=4),
              trainable='full', ema_decay=None, **kwargs))
@@ -64,7 +64,7 @@ def test_train_step_leaves_the_vae_frozen(vae_folder):
 
 def test_predict_returns_decoded_images_in_mmagic_form(vae_folder):
     model = build(vae_folder).eval()
-    model.sample_steps = 2
+    model.num_sampling_steps = 2
     data = model.data_preprocessor(batch(2))
     outputs = model(**data, mode='predict')
     assert len(outputs) == 2

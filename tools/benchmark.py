@@ -174,7 +174,7 @@ def cfg_key(cfg: Config) -> str:
 def point_at(cfg: Config, paths: dict) -> None:
     """Points the config's data, weights and VAE at the stand-ins; no
     validation, no checkpoint before the end."""
-    for spec in (cfg.model.backbone.sub2super, cfg.train_dataloader.dataset):
+    for spec in (cfg.model.backbone.taxonomy, cfg.train_dataloader.dataset):
         if isinstance(spec, dict) and 'data_root' in spec:
             spec.data_root = paths['data']
     cfg.model.backbone.pretrained = paths['dit']
@@ -198,8 +198,8 @@ def latent_cache(args: argparse.Namespace, cfg: Config, paths: dict,
     images.train_dataloader.dataset = dict(**cfg.taxonomy,
                                            pipeline=cfg.train_pipeline)
     images.train_dataloader.dataset.data_root = paths['data']
-    images.model.backbone.sub2super = dict(**cfg.taxonomy)
-    images.model.backbone.sub2super.data_root = paths['data']
+    images.model.backbone.taxonomy = dict(**cfg.taxonomy)
+    images.model.backbone.taxonomy.data_root = paths['data']
     config = osp.join(args.root, f'{name}_images.py')
     images.dump(config)
     log = osp.join(args.root, f'{name}_cache.log')
@@ -216,7 +216,7 @@ def latent_cache(args: argparse.Namespace, cfg: Config, paths: dict,
                       wall_s=round(wall, 1),
                       img_per_s=float(rate[-1]) if rate else None,
                       steady_img_per_s=float(steady[-1]) if steady else None)
-    for spec in (dataset, cfg.model.backbone.sub2super):
+    for spec in (dataset, cfg.model.backbone.taxonomy):
         spec.cache_dir = cache
     return report
 

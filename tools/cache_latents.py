@@ -86,7 +86,7 @@ def main() -> None:
         # The images as the model takes them when training on images.
         data_preprocessor = MODELS.build(cfg.model.get(
             'data_preprocessor',
-            dict(type='TieredDataPreprocessor'))).to(device)
+            dict(type='DiTDataPreprocessor'))).to(device)
     vae_dtype = next(vae.parameters()).dtype
     # A VAE built in another dtype (model.vae.dtype) runs in it.
     autocast = (cuda and args.precision == 'bfloat16'

@@ -220,7 +220,7 @@ class Stages:
         options = {
             **self.data_options(root, p['batch']),
             **arch,
-            'model.backbone.sub2super.data_root': root,
+            'model.backbone.taxonomy.data_root': root,
             'model.backbone.patch_size': self.s['model']['patch_size'],
             'model.ema_decay': p['ema'],
             'model.autocast': self.autocast,

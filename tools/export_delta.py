@@ -13,7 +13,7 @@ import argparse
 import os.path as osp
 
 import finediffusion  # noqa: F401  (compatibility fixes before mmengine use)
-from finediffusion.models.checkpoint_io import export_delta
+from finediffusion.delta import export_delta
 
 
 def main() -> None:

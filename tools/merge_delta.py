@@ -11,7 +11,7 @@ import argparse
 import finediffusion  # noqa: F401  (compatibility fixes before mmengine use)
 from finediffusion.config import load_config
 from finediffusion.inference import build_from_delta
-from finediffusion.models.checkpoint_io import check_output
+from finediffusion.delta import check_output
 from safetensors import safe_open
 from safetensors.torch import save_file
 

@@ -10,7 +10,7 @@ and OUT/<id>_<name>/<n>.png.
 
 Examples:
     python tools/sample.py CONFIG delta.safetensors --classes "Danaus plexippus" Aves -n 4
-    python tools/sample.py CONFIG iter_1000.pth --classes 3 7 --sampler dpm++ --steps 25
+    python tools/sample.py CONFIG iter_1000.pth --classes 3 7 --scheduler dpm++ --num-sampling-steps 25
 """
 import argparse
 import os
@@ -28,9 +28,11 @@ from finediffusion.cli import class_query, positive_int
 from finediffusion.config import load_config
 from finediffusion.inference import (add_precision_arguments,
                                       apply_precision, load_for_sampling)
-from finediffusion.models import FineGrainedCFG
+from finediffusion.models import TieredGuidance
 
-SAMPLERS = {
+# The --scheduler choices: ADM's respaced DDPM (DiT's reference sampler) and
+# two diffusers schedulers.
+SCHEDULERS = {
     'ddpm': None,
     'ddim': dict(type='DDIMScheduler'),
     'dpm++': dict(type='DPMSolverMultistepScheduler'),
@@ -55,9 +57,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--guidance', default='fine_grained',
                         choices=['fine_grained', 'standard', 'none'])
-    parser.add_argument('--scale', type=float, default=4.0)
-    parser.add_argument('--sampler', default='ddpm', choices=sorted(SAMPLERS))
-    parser.add_argument('--steps', type=positive_int, default=None,
+    parser.add_argument('--guidance-scale', '--scale', type=float,
+                        default=4.0, help='guidance scale (default: 4)')
+    parser.add_argument('--scheduler', '--sampler', default='ddpm',
+                        choices=sorted(SCHEDULERS))
+    parser.add_argument('--num-sampling-steps', '--steps', type=positive_int,
+                        default=None,
                         help='default: 250 for ddpm, 25 otherwise')
     parser.add_argument('--batch-size', type=positive_int, default=None,
                         help='default: 256 on a GPU, 8 on the CPU; halved '
@@ -67,9 +72,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out', default='work_dirs/samples')
     add_precision_arguments(parser)
     args = parser.parse_args()
-    if args.sampler == 'ddpm' and args.steps == 1:
-        parser.error('argument --steps: DDPM sampling takes at least 2 '
-                     'steps (--sampler ddpm), got 1')
+    if args.scheduler == 'ddpm' and args.num_sampling_steps == 1:
+        parser.error('argument --num-sampling-steps/--steps: DDPM sampling '
+                     'takes at least 2 steps (--scheduler ddpm), got 1')
     return args
 
 
@@ -79,8 +84,9 @@ def slug(name: str) -> str:
 
 def generate(model, labels: torch.Tensor, args, batch_size: int) -> List:
     """Images for ``labels`` in batches, halving the batch on OOM."""
-    guidance = FineGrainedCFG(args.guidance, args.scale)
-    steps = args.steps or (250 if args.sampler == 'ddpm' else 25)
+    guidance = TieredGuidance(args.guidance, args.guidance_scale)
+    steps = args.num_sampling_steps or (250 if args.scheduler == 'ddpm' else
+                                        25)
     images, start, index = [], 0, 0
     bar = tqdm(total=len(labels), desc='images', unit='img')
     while start < len(labels):
@@ -90,7 +96,7 @@ def generate(model, labels: torch.Tensor, args, batch_size: int) -> List:
         began = time.perf_counter()
         try:
             out = model.sample(chunk, steps, guidance,
-                               sampler=SAMPLERS[args.sampler],
+                               scheduler=SCHEDULERS[args.scheduler],
                                generator=generator).cpu()
         except torch.OutOfMemoryError:
             if batch_size == 1:

@@ -18,7 +18,7 @@ from finediffusion.engine.distributed import use_cpu_distributed
 from finediffusion.inference import (add_precision_arguments,
                                       apply_precision,
                                       check_weights_taxonomy)
-from finediffusion.models.checkpoint_io import delta_taxonomy, load_delta
+from finediffusion.delta import delta_taxonomy, load_delta
 from finediffusion.config import load_config
 from mmengine.config import DictAction
 from mmengine.dist import get_rank
@@ -76,7 +76,7 @@ def main() -> None:
     model = runner.model.module if is_model_wrapper(
         runner.model) else runner.model
     if delta:
-        # A .pth checkpoint is compared by PEFTFreezeHook when it loads.
+        # A .pth checkpoint is compared by PEFTCheckpointHook when it loads.
         check_weights_taxonomy(cfg, delta_taxonomy(args.checkpoint),
                                f'the delta {args.checkpoint}')
         load_delta(model, args.checkpoint)

@@ -11,11 +11,11 @@ from safetensors import safe_open
 
 from mmagic.registry import MODELS
 from .config import load_config
-from .datasets.taxonomy import (Taxonomy, TaxonomyLike, check_same_taxonomy,
-                                spec_taxonomy, taxonomy_of)
-from .models.checkpoint_io import (checkpoint_taxonomy, delta_taxonomy,
-                                   load_delta, peft_state_dict,
-                                   require_shapes)
+from .delta import (checkpoint_taxonomy, delta_taxonomy, is_peft_checkpoint,
+                    load_delta, peft_state_dict, require_shapes)
+from .models.dit_checkpoint import save_official_dit
+from .taxonomy import (Taxonomy, TaxonomyLike, check_same_taxonomy,
+                       spec_taxonomy, taxonomy_of)
 from .weights_only import load_weights
 
 
@@ -69,7 +69,7 @@ def check_weights_taxonomy(config: Union[str, Config],
     a delta's) with the one the config's model reads, before loading them.
 
     Args:
-        config (str or Config): The config (its ``model.backbone.sub2super``);
+        config (str or Config): The config (its ``model.backbone.taxonomy``);
             a path is read by :func:`finediffusion.config.load_config`.
         saved (Taxonomy or Sequence[int], optional): From
             :func:`checkpoint_taxonomy` or :func:`delta_taxonomy`; None
@@ -81,7 +81,7 @@ def check_weights_taxonomy(config: Union[str, Config],
             superclasses and both sources.
     """
     cfg = load_config(config) if isinstance(config, str) else config
-    spec = cfg.model.get('backbone', {}).get('sub2super')
+    spec = cfg.model.get('backbone', {}).get('taxonomy')
     if saved is None or spec is None:
         return
     expected, where = spec_taxonomy(spec)
@@ -160,7 +160,7 @@ def load_for_sampling(
                                f'the checkpoint {weights}')
         model = build_model(config, base)
         state = ckpt.get('state_dict', ckpt)
-        peft = 'peft' in ckpt.get('meta', {})
+        peft = is_peft_checkpoint(ckpt)
         if peft:
             # Checked against its meta.peft; frozen tensors are the base's.
             state = peft_state_dict(model, ckpt, weights)
@@ -170,10 +170,10 @@ def load_for_sampling(
         model.load_state_dict(state, strict=not peft)
         taxonomy = taxonomy_of(
             ckpt.get('meta', {}).get('dataset_meta'),
-            model.backbone.y_embedder.sub2super.tolist())
+            model.backbone.sub2super.tolist())
         model = model.to(device).eval()
     if taxonomy is None:
-        taxonomy = Taxonomy.unnamed(model.backbone.y_embedder.sub2super.tolist())
+        taxonomy = Taxonomy.unnamed(model.backbone.sub2super.tolist())
     return model, taxonomy
 
 
@@ -196,13 +196,4 @@ def export_base(config: Union[str, Config], checkpoint: str, out: str,
         int: Number of tensors written.
     """
     model, _ = load_for_sampling(config, checkpoint)
-    backbone = model.backbone
-    if use_ema and model.ema is not None:
-        with model.ema.swapped_in(backbone):
-            state = {k: v.clone() for k, v in backbone.state_dict().items()}
-    else:
-        state = backbone.state_dict()
-    # The taxonomy is the base's own, never loaded into a new model.
-    state.pop('y_embedder.sub2super')
-    torch.save(state, out)
-    return len(state)
+    return save_official_dit(model, out, use_ema)

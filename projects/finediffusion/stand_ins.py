@@ -51,15 +51,15 @@ def write_official_dit(path: str, backbone: dict,
     """Random weights of the ``TieredDiT`` config ``backbone`` in the
     official DiT layout: a 1,001-row class table (the release's 1,000
     ImageNet classes and null row), plain LayerNorms, no taxonomy."""
-    from .models import TieredDiT
+    from .models.tiered_dit import TAXONOMY_BUFFER, TieredDiT
     arch = {k: backbone[k] for k in ('arch', 'patch_size', 'input_size',
                                      'in_channels', 'learn_sigma')
             if k in backbone}
     with torch.device(device or 'cpu'):
-        dit = TieredDiT(num_classes=1000, sub2super=[0] * 1000,
+        dit = TieredDiT(taxonomy=[0] * 1000, num_classes=1000,
                         affine_norms=False, **arch)
     state = {k: v.cpu() for k, v in dit.state_dict().items()
-             if k != 'y_embedder.sub2super'}
+             if k != TAXONOMY_BUFFER}
     torch.save(state, path)
 
 

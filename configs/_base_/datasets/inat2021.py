@@ -10,7 +10,7 @@ taxonomy = dict(
     super_rank='supercategory')
 
 train_pipeline = [
-    dict(type='LoadTieredImage', key='gt', max_failures=100),
+    dict(type='LoadRGBImage', key='gt', max_failures=100),
     dict(type='ADMCenterCrop', size=256),
     dict(type='Flip', keys=['gt'], direction='horizontal'),
     dict(type='PackInputs', keys='gt'),
@@ -24,7 +24,7 @@ train_dataloader = dict(
 
 # Real images for FID statistics; generated classes are drawn from them.
 test_pipeline = [
-    dict(type='LoadTieredImage', key='gt'),
+    dict(type='LoadRGBImage', key='gt'),
     dict(type='ADMCenterCrop', size=256),
     dict(type='PackInputs'),
 ]
@@ -41,6 +41,8 @@ val_dataloader = test_dataloader
 # them (finediffusion.config.apply_copied_specs).
 copied_specs = {
     'taxonomy.data_root': dict(spec='data_root', value=data_root),
+    # Set by the config that joins a model to this dataset.
+    'model.backbone.taxonomy': dict(spec='taxonomy', value=taxonomy),
     'train_dataloader.dataset': dict(spec='taxonomy', value=taxonomy),
     'train_dataloader.dataset.pipeline':
     dict(spec='train_pipeline', value=train_pipeline),

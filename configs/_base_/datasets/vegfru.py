@@ -4,7 +4,7 @@ data_root = 'data/vegfru'
 taxonomy = dict(type='VegFruDataset', data_root=data_root, split='train')
 
 train_pipeline = [
-    dict(type='LoadTieredImage', key='gt', max_failures=100),
+    dict(type='LoadRGBImage', key='gt', max_failures=100),
     dict(type='ADMCenterCrop', size=256),
     dict(type='Flip', keys=['gt'], direction='horizontal'),
     dict(type='PackInputs', keys='gt'),
@@ -17,7 +17,7 @@ train_dataloader = dict(
     dataset=dict(**taxonomy, pipeline=train_pipeline))
 
 test_pipeline = [
-    dict(type='LoadTieredImage', key='gt'),
+    dict(type='LoadRGBImage', key='gt'),
     dict(type='ADMCenterCrop', size=256),
     dict(type='PackInputs'),
 ]
@@ -33,6 +33,8 @@ val_dataloader = test_dataloader
 # them (finediffusion.config.apply_copied_specs).
 copied_specs = {
     'taxonomy.data_root': dict(spec='data_root', value=data_root),
+    # Set by the config that joins a model to this dataset.
+    'model.backbone.taxonomy': dict(spec='taxonomy', value=taxonomy),
     'train_dataloader.dataset': dict(spec='taxonomy', value=taxonomy),
     'train_dataloader.dataset.pipeline':
     dict(spec='train_pipeline', value=train_pipeline),

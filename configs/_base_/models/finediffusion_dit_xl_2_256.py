@@ -1,5 +1,5 @@
 # FineDiffusion on DiT-XL/2 at 256 px (32 x 32 SD-VAE latents), the paper's
-# PEFT set, EMA and fine-grained CFG. A config sets model.backbone.sub2super
+# PEFT set, EMA and fine-grained CFG. A config sets model.backbone.taxonomy
 # to its dataset's taxonomy spec.
 model = dict(
     type='FineDiffusion',
@@ -17,21 +17,21 @@ model = dict(
     vae=dict(type='AutoencoderKL', from_pretrained='checkpoints/sd-vae-ft-ema'),
     trainable='finediffusion',
     ema_decay=0.9999,
-    guidance=dict(type='FineGrainedCFG', mode='fine_grained', scale=4.0),
-    sample_steps=250,
+    guidance=dict(type='TieredGuidance', mode='fine_grained', scale=4.0),
+    num_sampling_steps=250,
     # On GPUs the backbone and the VAE run in bf16 (the trained tensors and
     # the optimizer stay float32) and the backbone is compiled on its first
     # step; CPU runs keep float32 and eager mode. compile=False turns
     # compilation off.
     autocast=dict(cuda='bfloat16'),
     compile=True,
-    data_preprocessor=dict(type='TieredDataPreprocessor'))
+    data_preprocessor=dict(type='DiTDataPreprocessor'))
 
 optim_wrapper = dict(
     constructor='PEFTOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0., fused=True))
 custom_hooks = [
-    dict(type='PEFTFreezeHook'),
+    dict(type='PEFTCheckpointHook'),
     dict(type='TrainableEMAHook'),
     dict(type='ResumeRandomStateHook'),
 ]

@@ -7,7 +7,7 @@ import os.path as osp
 from typing import List, Optional, Tuple
 
 from mmagic.registry import DATASETS
-from .taxonomy import Taxonomy, taxonomy_reader
+from ..taxonomy import Taxonomy
 from .tiered_dataset import (TieredImageDataset, first_duplicate, index_names,
                              path_key)
 
@@ -102,13 +102,6 @@ def read_hierarchy(data_root: str,
     return taxonomy, [(path, sub_ids[sub]) for path, sub, _ in rows]
 
 
-@taxonomy_reader('HierarchyDataset')
-def hierarchy_taxonomy(data_root: str, ann_file: Optional[str] = None,
-                       **_) -> Taxonomy:
-    path = osp.join(data_root, ann_file) if ann_file else None
-    return read_hierarchy(data_root, path)[0]
-
-
 @DATASETS.register_module()
 class HierarchyDataset(TieredImageDataset):
     """A two-tier image set in folders or described by an annotation file.
@@ -125,6 +118,14 @@ class HierarchyDataset(TieredImageDataset):
                  **kwargs) -> None:
         super().__init__(data_root=data_root, ann_file=ann_file or '',
                          **kwargs)
+
+    @classmethod
+    def read_taxonomy(cls, data_root: str, ann_file: Optional[str] = None,
+                      **_) -> Taxonomy:
+        """The taxonomy of a dataset spec, from its folders or annotation
+        file alone (see :func:`finediffusion.taxonomy.read_taxonomy`)."""
+        path = osp.join(data_root, ann_file) if ann_file else None
+        return read_hierarchy(data_root, path)[0]
 
     def read(self):
         return read_hierarchy(self.data_root, self.ann_file or None)

@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import List, Tuple
 
 from mmagic.registry import DATASETS
-from .taxonomy import Taxonomy, taxonomy_reader
+from ..taxonomy import Taxonomy
 from .tiered_dataset import TieredImageDataset, index_names, path_key
 
 RANKS = ('supercategory', 'kingdom', 'phylum', 'class', 'order', 'family',
@@ -108,12 +108,6 @@ def read_inat(ann_file: str,
     return taxonomy, [(path, sub_of[c]) for path, c in pairs]
 
 
-@taxonomy_reader('INat2021Dataset')
-def inat_taxonomy(ann_file: str, data_root: str = '',
-                  super_rank: str = 'supercategory', **_) -> Taxonomy:
-    return read_inat(osp.join(data_root, ann_file), super_rank)[0]
-
-
 @DATASETS.register_module()
 class INat2021Dataset(TieredImageDataset):
     """iNaturalist 2021 with a superclass per subclass from a chosen rank.
@@ -132,6 +126,14 @@ class INat2021Dataset(TieredImageDataset):
                  super_rank: str = 'supercategory', **kwargs) -> None:
         self.super_rank = super_rank
         super().__init__(ann_file=ann_file, data_root=data_root, **kwargs)
+
+    @classmethod
+    def read_taxonomy(cls, ann_file: str, data_root: str = '',
+                      super_rank: str = 'supercategory', **_) -> Taxonomy:
+        """The taxonomy of a dataset spec (the arguments above), from its
+        annotation file alone (see :func:`finediffusion.taxonomy.read_taxonomy`).
+        """
+        return read_inat(osp.join(data_root, ann_file), super_rank)[0]
 
     def read(self):
         return read_inat(self.ann_file, self.super_rank)

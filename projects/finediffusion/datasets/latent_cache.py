@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .collate import stack_collate
+from ..engine.collate import stack_collate
 
 MANIFEST = 'manifest.json'
 FORMAT = 'finediffusion-latents/1'

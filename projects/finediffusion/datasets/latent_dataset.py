@@ -6,13 +6,7 @@ from mmengine.dataset import BaseDataset
 
 from mmagic.registry import DATASETS
 from .latent_cache import MANIFEST, as_label, read_manifest, rows_of
-from .taxonomy import Taxonomy, taxonomy_reader
-
-
-@taxonomy_reader('LatentDataset')
-def latent_taxonomy(cache_dir: str, **_) -> Taxonomy:
-    """The taxonomy of the dataset a cache was made from."""
-    return Taxonomy.from_dict(read_manifest(cache_dir)['taxonomy'])
+from ..taxonomy import Taxonomy
 
 
 @DATASETS.register_module()
@@ -31,6 +25,12 @@ class LatentDataset(BaseDataset):
     def __init__(self, cache_dir: str, **kwargs) -> None:
         self.cache_dir = cache_dir
         super().__init__(**kwargs)
+
+    @classmethod
+    def read_taxonomy(cls, cache_dir: str, **_) -> Taxonomy:
+        """The taxonomy of the dataset the cache was made from, from its
+        manifest (see :func:`finediffusion.taxonomy.read_taxonomy`)."""
+        return Taxonomy.from_dict(read_manifest(cache_dir)['taxonomy'])
 
     def load_data_list(self) -> List[dict]:
         manifest = read_manifest(self.cache_dir)

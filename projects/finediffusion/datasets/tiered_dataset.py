@@ -5,7 +5,7 @@ from typing import List, Optional
 import numpy as np
 from mmengine.dataset import BaseDataset
 
-from .taxonomy import Taxonomy
+from ..taxonomy import Taxonomy
 
 
 class TieredImageDataset(BaseDataset):

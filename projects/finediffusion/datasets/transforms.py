@@ -55,8 +55,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert('RGB')
 
 
-@TRANSFORMS.register_module()
-class LoadTieredImage(BaseTransform):
+@TRANSFORMS.register_module(name=['LoadRGBImage', 'LoadTieredImage'])
+class LoadRGBImage(BaseTransform):
     """Decodes ``<key>_path`` with PIL to an RGB uint8 array (H, W, 3).
 
     Grayscale, 16-bit, CMYK, palette and transparent images are converted
@@ -223,3 +223,7 @@ class PickLatentFlip(BaseTransform):
             results[key] = results[key][flip]
         results['flip'] = bool(flip)
         return results
+
+
+# The earlier name (also registered), for code that imports it.
+LoadTieredImage = LoadRGBImage

@@ -4,7 +4,7 @@ import re
 from typing import Dict, List, NamedTuple, Tuple
 
 from mmagic.registry import DATASETS
-from .taxonomy import Taxonomy, taxonomy_reader
+from ..taxonomy import Taxonomy
 from .tiered_dataset import TieredImageDataset, first_duplicate, path_key
 
 
@@ -102,11 +102,6 @@ def read_vegfru(data_root: str, split: str = 'train') -> Tuple[Taxonomy, List]:
     return taxonomy, sorted((p, entry.label) for p, entry in subs.items())
 
 
-@taxonomy_reader('VegFruDataset')
-def vegfru_taxonomy(data_root: str, split: str = 'train', **_) -> Taxonomy:
-    return read_vegfru(data_root, split)[0]
-
-
 @DATASETS.register_module()
 class VegFruDataset(TieredImageDataset):
     """VegFru (292 subclasses in 25 superclasses).
@@ -122,6 +117,13 @@ class VegFruDataset(TieredImageDataset):
                  **kwargs) -> None:
         self.split = split
         super().__init__(data_root=data_root, **kwargs)
+
+    @classmethod
+    def read_taxonomy(cls, data_root: str, split: str = 'train',
+                      **_) -> Taxonomy:
+        """The taxonomy of a dataset spec, from its split's lists alone
+        (see :func:`finediffusion.taxonomy.read_taxonomy`)."""
+        return read_vegfru(data_root, split)[0]
 
     def read(self):
         return read_vegfru(self.data_root, self.split)

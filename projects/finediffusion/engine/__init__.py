@@ -2,7 +2,8 @@
 exact resumption (the training loop, its sampler, random states) and
 CPU-only distributed runs, throughput measurement, one training run per
 work dir."""
-from .hooks import PEFTFreezeHook, TrainableEMAHook
+from .collate import stack_collate
+from .hooks import PEFTCheckpointHook, PEFTFreezeHook, TrainableEMAHook
 from .loops import ResumableIterBasedTrainLoop
 from .nonfinite import (FiniteAmpOptimWrapper, FiniteOptimWrapper,
                         FiniteStepMixin, NonFiniteError)
@@ -14,9 +15,9 @@ from .work_dir_lock import WorkDirInUseError, hold_work_dir
 
 __all__ = [
     'FiniteAmpOptimWrapper', 'FiniteOptimWrapper', 'FiniteStepMixin',
-    'FullEMAHook', 'NonFiniteError', 'PEFTFreezeHook',
+    'FullEMAHook', 'NonFiniteError', 'PEFTCheckpointHook', 'PEFTFreezeHook',
     'PEFTOptimWrapperConstructor', 'ResumableInfiniteSampler',
     'ResumableIterBasedTrainLoop', 'ResumeRandomStateHook', 'SampleIndex',
     'ThroughputHook', 'TrainableEMAHook', 'WorkDirInUseError',
-    'hold_work_dir', 'latest_checkpoint'
+    'hold_work_dir', 'latest_checkpoint', 'stack_collate'
 ]

@@ -6,10 +6,10 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
 
 from mmagic.registry import HOOKS
-from ..datasets.label_range import check_label_range
-from ..models.checkpoint_io import (checkpoint_keys, peft_state_dict,
-                                   require_shapes)
+from ..delta import (is_peft_checkpoint, peft_state_dict, require_shapes,
+                     trim_checkpoint)
 from ..models.peft import trainable_count
+from .label_range import check_label_range
 from .taxonomy_checks import check_checkpoint, check_dataset, check_loop
 
 
@@ -18,9 +18,11 @@ def _unwrap(runner: Runner):
     return model.module if is_model_wrapper(model) else model
 
 
-@HOOKS.register_module()
-class PEFTFreezeHook(Hook):
+@HOOKS.register_module(name=['PEFTCheckpointHook', 'PEFTFreezeHook'])
+class PEFTCheckpointHook(Hook):
     """Checks, reports and checkpoints the trainable set of a FineDiffusion.
+
+    Registered also as ``PEFTFreezeHook``, its earlier name.
 
     The freeze itself happens when the model is built (its ``trainable``
     argument), because MMEngine wraps the model in DDP inside
@@ -36,7 +38,8 @@ class PEFTFreezeHook(Hook):
     - fails unless the optimizer holds exactly the trainable parameters
       (use ``PEFTOptimWrapperConstructor``);
     - writes checkpoints with exactly the trainable tensors, their EMA and
-      the taxonomy (:func:`checkpoint_keys`), and on loading refuses a
+      the taxonomy (:func:`finediffusion.delta.trim_checkpoint`), and on
+      loading refuses a
       checkpoint lacking any of them and fills the frozen tensors in from
       the model, which holds the pretrained weights by then;
     - refuses a loaded checkpoint with a tensor of another shape than the
@@ -49,7 +52,7 @@ class PEFTFreezeHook(Hook):
         model = _unwrap(runner)
         # Before the first step: a label beyond the table fails mid-step.
         check_label_range(runner.train_dataloader.dataset,
-                          model.backbone.y_embedder.num_classes, 'training')
+                          model.backbone.num_classes, 'training')
         check_dataset(runner, runner.train_dataloader.dataset,
                       'train_dataloader')
         # Now rather than at the first validation, hours later.
@@ -93,21 +96,14 @@ class PEFTFreezeHook(Hook):
         check_loop(runner, runner.test_loop, 'test_dataloader')
 
     def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
-        model = _unwrap(runner)
-        ema = model.ema is not None
-        state = checkpoint['state_dict']
-        checkpoint['state_dict'] = {
-            k: state[k]
-            for k in checkpoint_keys(model.trainable, ema)
-        }
-        checkpoint['meta']['peft'] = dict(trainable=model.trainable, ema=ema)
+        trim_checkpoint(_unwrap(runner), checkpoint)
 
     def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         check_checkpoint(runner, checkpoint)
         model = _unwrap(runner)
         # MMEngine passes no file name to this hook; the Runner keeps it.
         source = str(getattr(runner, '_load_from', None) or 'the checkpoint')
-        if 'peft' in checkpoint.get('meta', {}):
+        if is_peft_checkpoint(checkpoint):
             checkpoint['state_dict'] = peft_state_dict(
                 model, checkpoint, source, require_trained=True)
         # Before MMEngine's non-strict load, which would skip such a tensor.
@@ -147,3 +143,7 @@ class TrainableEMAHook(Hook):
         model = _unwrap(runner)
         if model.ema is not None:
             model.ema.update(model.backbone)
+
+
+# The earlier name (also registered), for code that imports it.
+PEFTFreezeHook = PEFTCheckpointHook

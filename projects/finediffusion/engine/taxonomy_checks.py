@@ -1,21 +1,21 @@
 """Where a Runner meets a second taxonomy: the datasets of its loops and the
 checkpoints it loads, each compared with the model's (one comparison,
-:func:`finediffusion.datasets.taxonomy.check_same_taxonomy`)."""
+:func:`finediffusion.taxonomy.check_same_taxonomy`)."""
 from typing import List, Tuple
 
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
-from ..datasets.taxonomy import (Taxonomy, TaxonomyLike, check_same_taxonomy,
-                                 spec_taxonomy)
-from ..models.checkpoint_io import checkpoint_taxonomy
+from ..delta import TAXONOMY_KEY, checkpoint_taxonomy
+from ..taxonomy import (Taxonomy, TaxonomyLike, check_same_taxonomy,
+                        spec_taxonomy)
 
 
 def model_taxonomy(runner: Runner) -> Tuple[TaxonomyLike, str]:
     """The model's taxonomy and a description of it for messages.
 
-    The model holds only its sub->super table (``y_embedder.sub2super``);
-    the names come from the config's ``model.backbone.sub2super`` when that
+    The model holds only its sub->super table (``backbone.sub2super``);
+    the names come from the config's ``model.backbone.taxonomy`` when that
     is a dataset's taxonomy spec, which must give the same table.
 
     Raises:
@@ -23,14 +23,14 @@ def model_taxonomy(runner: Runner) -> Tuple[TaxonomyLike, str]:
     """
     model = runner.model.module if is_model_wrapper(
         runner.model) else runner.model
-    table = model.backbone.y_embedder.sub2super.tolist()
-    spec = runner.cfg.get('model', {}).get('backbone', {}).get('sub2super')
+    table = model.backbone.sub2super.tolist()
+    spec = runner.cfg.get('model', {}).get('backbone', {}).get('taxonomy')
     if spec is None:
-        return table, "the model's taxonomy (backbone.y_embedder.sub2super)"
+        return table, f"the model's taxonomy ({TAXONOMY_KEY})"
     taxonomy, source = spec_taxonomy(spec)
     described = f"the model's taxonomy {source}"
     check_same_taxonomy(taxonomy, table, described,
-                        "the model's weights (backbone.y_embedder.sub2super)")
+                        f"the model's weights ({TAXONOMY_KEY})")
     return taxonomy, described
 
 

@@ -5,7 +5,7 @@ from typing import Optional
 from mmagic.evaluation.metrics import FrechetInceptionDistance
 from mmagic.registry import METRICS
 from mmagic.utils import MMAGIC_CACHE_DIR
-from .sampling import ConditionalSampling
+from .requests import ConditionalSampling
 from .weights import find_weights
 
 # StyleGAN's TorchScript Inception (the reference FID network), the name
@@ -29,7 +29,7 @@ class ConditionalFID(ConditionalSampling, FrechetInceptionDistance):
         inception_pkl (str, optional): Where real statistics are cached.
         sample_model (str): 'ema' or 'orig'. Defaults to 'ema'.
         sample_kwargs (dict, optional): Sampling options of the model
-            (``num_steps``, ``scale``, ``sampler``).
+            (``num_sampling_steps``, ``guidance_scale``, ``scheduler``).
         seed (int): Seed of the label draw. Defaults to 0.
         prefix (str): Metric name prefix. Defaults to 'FID'.
         collect_device (str): 'cpu' or 'gpu'. Defaults to 'cpu'.

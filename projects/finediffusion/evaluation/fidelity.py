@@ -7,7 +7,7 @@ from mmengine.model import is_model_wrapper
 from mmagic.evaluation.metrics.base_gen_metric import GenerativeMetric
 from mmagic.registry import METRICS
 from .judge import Judge, accuracy
-from .sampling import ConditionalSampling, fake_image, label_of
+from .requests import ConditionalSampling, fake_image, label_of
 
 
 @METRICS.register_module()
@@ -51,7 +51,7 @@ class ClassifierFidelity(ConditionalSampling, GenerativeMetric):
 
     def prepare(self, module, dataloader) -> None:
         module = module.module if is_model_wrapper(module) else module
-        self.sub2super = module.backbone.y_embedder.sub2super.cpu()
+        self.sub2super = module.backbone.sub2super.cpu()
         self.judge.to(module.data_preprocessor.device)
 
     @torch.no_grad()

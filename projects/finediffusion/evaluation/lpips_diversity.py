@@ -10,7 +10,7 @@ from mmengine.model import is_model_wrapper
 
 from mmagic.evaluation.metrics.base_gen_metric import GenerativeMetric
 from mmagic.registry import METRICS
-from .sampling import ConditionalSampling, fake_image
+from .requests import ConditionalSampling, fake_image
 from .weights import find_weights
 from ..weights_only import load_weights
 

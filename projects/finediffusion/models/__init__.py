@@ -1,12 +1,12 @@
 """Models of FineDiffusion, registered into MMagic's registries."""
-from .data_preprocessor import TieredDataPreprocessor
+from .data_preprocessor import DiTDataPreprocessor, TieredDataPreprocessor
 from .dit_diffusion import DiTDiffusion
 from .finediffusion import FineDiffusion
-from .guidance import FineGrainedCFG
+from .guidance import FineGrainedCFG, TieredGuidance
 from .tiered_dit import TieredDiT
 from .tiered_embedder import TieredEmbedder
 
 __all__ = [
-    'DiTDiffusion', 'FineDiffusion', 'FineGrainedCFG', 'TieredDiT',
-    'TieredDataPreprocessor', 'TieredEmbedder'
+    'DiTDataPreprocessor', 'DiTDiffusion', 'FineDiffusion', 'FineGrainedCFG',
+    'TieredDataPreprocessor', 'TieredDiT', 'TieredEmbedder', 'TieredGuidance'
 ]

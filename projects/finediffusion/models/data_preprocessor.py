@@ -14,15 +14,15 @@ CHANNEL_ORDERS = ('RGB', 'BGR')
 LATENT_KEYS = ('latent_mean', 'latent_std')
 
 
-@MODELS.register_module()
-class TieredDataPreprocessor(DataPreprocessor):
+@MODELS.register_module(name=['DiTDataPreprocessor', 'TieredDataPreprocessor'])
+class DiTDataPreprocessor(DataPreprocessor):
     """Hands images to the model in one declared channel order, and its
     images back to MMagic in BGR.
 
     Channel orders meet in three places, and this class is where they agree:
 
     - **Loader to model.** Loaders record the order they produce in the
-      metainfo ``<key>_channel_order`` (``LoadTieredImage``: 'rgb';
+      metainfo ``<key>_channel_order`` (``LoadRGBImage``: 'rgb';
       MMagic's ``LoadImageFromFile``: 'bgr', as OpenCV reads). Training
       images are converted from it to ``output_channel_order``, the order
       the model takes. MMagic reads the order of the model inputs from
@@ -81,7 +81,7 @@ class TieredDataPreprocessor(DataPreprocessor):
     def __init__(self, output_channel_order: str = 'RGB', **kwargs) -> None:
         if output_channel_order not in CHANNEL_ORDERS:
             raise ValueError(
-                "TieredDataPreprocessor: output_channel_order must be 'RGB' "
+                "DiTDataPreprocessor: output_channel_order must be 'RGB' "
                 f"or 'BGR' (the model's channel order), got "
                 f'{output_channel_order!r}')
         super().__init__(output_channel_order=output_channel_order, **kwargs)
@@ -151,3 +151,7 @@ def _holds_latents(inputs) -> bool:
     """Whether a batch's inputs are latent-cache posteriors: a dict with
     ``latent_mean``, of stacked tensors or of one tensor per sample."""
     return isinstance(inputs, dict) and LATENT_KEYS[0] in inputs
+
+
+# The earlier name (also registered), for code that imports it.
+TieredDataPreprocessor = DiTDataPreprocessor

@@ -9,13 +9,13 @@ from torch import Tensor, nn
 from mmagic.models.data_preprocessors import DataPreprocessor
 from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
 from mmagic.structures import DataSample
-from .checkpoint_io import IMAGENET_TABLE
-from .data_preprocessor import TieredDataPreprocessor
+from .data_preprocessor import DiTDataPreprocessor
 from .ema import TrainableEMA
 from .float8 import convert_frozen_linears
-from .guidance import FineGrainedCFG
+from .guidance import TieredGuidance
 from .peft import apply_trainable
-from .solvers import build_solver, solver_sample_loop
+from .sampling import build_sampler, build_scheduler
+from .tiered_dit import CLASS_PARAMS, CLASS_TABLE
 
 ModelType = Union[dict, nn.Module]
 
@@ -38,7 +38,7 @@ class FineDiffusion(BaseModel):
     outputs) are RGB, the order DiT and the SD-VAE were trained in,
     whichever loader a config uses; its data preprocessor converts the
     loaded images to RGB and the generated ones to BGR for MMagic
-    (:meth:`predict`'s ``fake_img``), see :class:`TieredDataPreprocessor`.
+    (:meth:`predict`'s ``fake_img``), see :class:`DiTDataPreprocessor`.
 
     Args:
         backbone (dict or nn.Module): A :class:`TieredDiT`.
@@ -49,21 +49,23 @@ class FineDiffusion(BaseModel):
         trainable (str or list[str]): A preset of :data:`peft.PRESETS`
             ('finediffusion', 'bitfit', 'difffit', 'full') or fnmatch
             patterns over backbone parameter names; it must include the
-            class table (``y_embedder.embedding_table.weight``), which is
-            new, so 'bitfit' alone is refused: BitFit of a new taxonomy is
-            ``['y_embedder.*', '*.bias']``. Defaults to 'finediffusion'.
+            class table (:data:`tiered_dit.CLASS_TABLE`), which is new, so
+            'bitfit' alone is refused: BitFit of a new taxonomy is
+            ``[tiered_dit.CLASS_PARAMS, '*.bias']``. Defaults to
+            'finediffusion'.
         ema_decay (float, optional): Decay of the EMA of the trainable
             parameters; None keeps no EMA. Defaults to 0.9999 (DiT).
         diffusion (dict): The :class:`DiTDiffusion` config; its
             ``learn_sigma`` follows the backbone (variance channels or not).
-        guidance (dict): The :class:`FineGrainedCFG` config used to sample.
-        sampler (dict, optional): A diffusers scheduler config to sample with
-            (e.g. ``dict(type='DPMSolverMultistepScheduler')``; one of
-            :data:`solvers.SUPPORTED_SCHEDULERS`, set to DiT's process by
-            :func:`build_solver`); None uses ADM's respaced DDPM, DiT's
-            reference sampler. Defaults to None.
-        sample_steps (int): Sampling steps. Defaults to 250 (the paper's FID
-            setting, respaced DDPM).
+        guidance (dict): The :class:`TieredGuidance` config used to sample
+            (mode and guidance scale).
+        scheduler (dict, optional): A diffusers scheduler config to sample
+            with (e.g. ``dict(type='DPMSolverMultistepScheduler')``; one of
+            :data:`sampling.SUPPORTED_SCHEDULERS`, set to DiT's process by
+            :func:`sampling.build_scheduler`); None uses ADM's respaced DDPM,
+            DiT's reference sampler. Defaults to None.
+        num_sampling_steps (int): Sampling steps. Defaults to 250 (the
+            paper's FID setting, respaced DDPM).
         latent_scale (float): Factor applied to VAE latents. Defaults to
             0.18215 (SD-VAE).
         autocast (str or dict, optional): Runs the backbone and the VAE
@@ -95,7 +97,7 @@ class FineDiffusion(BaseModel):
             Needs torchao and a GPU of compute capability 8.9 or higher.
             Defaults to False.
         data_preprocessor (dict, optional): Defaults to
-            :class:`TieredDataPreprocessor` (MMagic's, images to [-1, 1] in
+            :class:`DiTDataPreprocessor` (MMagic's, images to [-1, 1] in
             RGB, with a fast path for training batches). None (MMEngine's,
             no normalization) suits sampling and latent-cache training
             only.
@@ -105,7 +107,7 @@ class FineDiffusion(BaseModel):
         ValueError: If ``autocast`` names no floating dtype or ``compile``
             a device type other than 'cpu' or 'cuda'.
             If ``data_preprocessor`` is an MMagic preprocessor other
-            than a :class:`TieredDataPreprocessor` with
+            than a :class:`DiTDataPreprocessor` with
             ``output_channel_order='RGB'``: MMagic's own takes the inputs of
             our pipelines (packed from ``gt``) as BGR, whatever the loader.
             If ``trainable`` leaves the class table frozen.
@@ -117,15 +119,15 @@ class FineDiffusion(BaseModel):
                  trainable: Union[str, Sequence[str]] = 'finediffusion',
                  ema_decay: Optional[float] = 0.9999,
                  diffusion: dict = dict(type='DiTDiffusion'),
-                 guidance: dict = dict(type='FineGrainedCFG'),
-                 sampler: Optional[dict] = None,
-                 sample_steps: int = 250,
+                 guidance: dict = dict(type='TieredGuidance'),
+                 scheduler: Optional[dict] = None,
+                 num_sampling_steps: int = 250,
                  latent_scale: float = SD_VAE_SCALE,
                  autocast: Union[str, Dict[str, str], None] = None,
                  compile: Union[bool, dict] = False,
                  float8: bool = False,
                  data_preprocessor: Optional[dict] = dict(
-                     type='TieredDataPreprocessor'),
+                     type='DiTDataPreprocessor'),
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -135,16 +137,16 @@ class FineDiffusion(BaseModel):
         if self.vae is not None:
             self.vae.requires_grad_(False)
         self.trainable = apply_trainable(self.backbone, trainable)
-        if not self.backbone.y_embedder.embedding_table.weight.requires_grad:
+        if not self.backbone.class_table.requires_grad:
             # The table is new (the base DiT's rows are ImageNet's classes,
             # never loaded): frozen, it would stay at its random init, which
             # checkpoints and deltas, holding only trained tensors, do not
             # save, so that every load would condition on other noise.
             raise ValueError(
                 f'trainable={trainable!r} leaves the class table '
-                f'({IMAGENET_TABLE}) frozen at its random initialization; add '
-                "'y_embedder.*' (BitFit of a new taxonomy: "
-                "['y_embedder.*', '*.bias'])")
+                f'({CLASS_TABLE}) frozen at its random initialization; add '
+                f"'{CLASS_PARAMS}' (BitFit of a new taxonomy: "
+                f"['{CLASS_PARAMS}', '*.bias'])")
         self.ema = (TrainableEMA(self.backbone, self.trainable, ema_decay)
                     if ema_decay is not None else None)
         # A backbone without variance channels (learn_sigma=False) is
@@ -159,11 +161,11 @@ class FineDiffusion(BaseModel):
                 f'contradicts the backbone ({self.backbone.out_channels} '
                 f'output channels for {self.backbone.in_channels} input '
                 'channels); leave it unset')
-        if sampler is not None:
-            build_solver(sampler, self.learn_sigma)  # a bad one fails now
+        if scheduler is not None:
+            build_scheduler(scheduler, self.learn_sigma)  # a bad one fails now
         self.guidance = _build(guidance)
-        self.sampler = sampler
-        self.sample_steps = sample_steps
+        self.scheduler = scheduler
+        self.num_sampling_steps = num_sampling_steps
         self.latent_scale = latent_scale
         self.autocast_dtypes = _autocast_dtypes(autocast)
         self.compile_options = _compile_options(compile)
@@ -298,14 +300,25 @@ class FineDiffusion(BaseModel):
         return lines
 
     def latent_loss(self, x0: Tensor, labels: Tensor) -> Dict[str, Tensor]:
-        """DiT's hybrid loss on (scaled) latents and subclass labels."""
-        rows = self.backbone.y_embedder.drop_labels(labels)
-        t = self.diffusion.sample_timesteps(len(x0), x0.device)
+        """DiT's hybrid loss on latents and subclass labels.
+
+        Args:
+            x0 (Tensor): Scaled latents, (N, C, H, W).
+            labels (Tensor): Subclass ids, (N, ).
+
+        Returns:
+            dict: ``loss`` (summed by MMEngine), ``mse`` and, with learned
+            variance, ``vb``, each a scalar.
+        """
+        # The label dropout is drawn before the timesteps, so that a seed
+        # gives the same run as it did when the model drew it itself.
+        tiers = self.backbone.token_drop(labels)  # (N, )
+        t = self.diffusion.sample_timesteps(len(x0), x0.device)  # (N, )
         self._prepare_backbone(x0.device)
 
         def backbone(xt: Tensor, steps: Tensor) -> Tensor:
             with self._autocast(xt.device):
-                return self.backbone(xt, steps, rows).float()
+                return self.backbone(xt, steps, labels, tiers).float()
 
         terms = self.diffusion.training_losses(backbone, x0, t)
         # Only keys containing 'loss' are summed; mse and vb (a learned
@@ -318,10 +331,10 @@ class FineDiffusion(BaseModel):
     @torch.no_grad()
     def sample(self,
                labels: Tensor,
-               num_steps: Optional[int] = None,
-               guidance: Optional[FineGrainedCFG] = None,
-               scale: Union[float, Tensor, None] = None,
-               sampler: Optional[dict] = None,
+               num_sampling_steps: Optional[int] = None,
+               guidance: Optional[TieredGuidance] = None,
+               guidance_scale: Union[float, Tensor, None] = None,
+               scheduler: Optional[dict] = None,
                generator: Optional[torch.Generator] = None,
                use_ema: bool = True,
                progress: bool = False) -> Tensor:
@@ -329,11 +342,12 @@ class FineDiffusion(BaseModel):
 
         Args:
             labels (Tensor): Subclass ids, (N, ).
-            num_steps (int, optional): Defaults to ``sample_steps``.
-            guidance (FineGrainedCFG, optional): Defaults to the model's.
-            sampler (dict, optional): A diffusers scheduler config; defaults
-                to the model's ``sampler`` (None: respaced DDPM).
-            scale (float or Tensor, optional): Overrides the guidance scale.
+            num_sampling_steps (int, optional): Defaults to the model's.
+            guidance (TieredGuidance, optional): Defaults to the model's.
+            guidance_scale (float or Tensor, optional): Overrides the
+                guidance's scale: one value or one per sample (N, ).
+            scheduler (dict, optional): A diffusers scheduler config;
+                defaults to the model's ``scheduler`` (None: respaced DDPM).
             generator (torch.Generator, optional): For x_T and step noise.
             use_ema (bool): Sample with the EMA weights. Defaults to True.
             progress (bool): Show a progress bar.
@@ -342,18 +356,19 @@ class FineDiffusion(BaseModel):
             Tensor: RGB images in [-1, 1], (N, 3, H, W).
 
         Raises:
-            ValueError: For labels outside the class table, naming them.
+            ValueError: For labels outside the class table, naming them, and
+                from :func:`build_sampler`.
         """
-        self.backbone.y_embedder.check_labels(labels)
+        self.backbone.check_labels(labels)
         guidance = guidance or self.guidance
-        sampler = sampler or self.sampler
-        steps = num_steps or self.sample_steps
+        sampler = build_sampler(self.diffusion, scheduler or self.scheduler,
+                                num_sampling_steps or self.num_sampling_steps)
         grid_h, grid_w = self.backbone.grid
         p = self.backbone.patch_size
         noise = torch.randn((len(labels), self.backbone.in_channels,
                              grid_h * p, grid_w * p),
                             generator=generator,
-                            device=labels.device)
+                            device=labels.device)  # x_T, (N, C, H, W)
 
         # The sampler's state stays float32 when the backbone runs in bf16.
         dtype = self.backbone.pos_embed.dtype
@@ -361,24 +376,20 @@ class FineDiffusion(BaseModel):
 
         def model_fn(x: Tensor, t: Tensor) -> Tensor:
             with self._autocast(x.device):
-                out = guidance(self.backbone, x.to(dtype), t, labels, scale)
+                out = guidance(self.backbone, x.to(dtype), t, labels,
+                               guidance_scale)
             return out.float()
 
-        def run() -> Tensor:
-            if sampler is None:
-                return self.diffusion.respaced(steps).p_sample_loop(
-                    model_fn, noise, generator, progress)
-            return solver_sample_loop(
-                build_solver(sampler, self.learn_sigma), model_fn, noise,
-                steps, generator,
-                progress)
-
-        if use_ema and self.ema is not None:
-            with self.ema.swapped_in(self.backbone):
-                x0 = run()
-        else:
-            x0 = run()
+        with self._ema_weights(use_ema):
+            x0 = sampler(model_fn, noise, generator, progress)
         return self.decode(x0).clamp(-1, 1)
+
+    def _ema_weights(self, use_ema: bool) -> ContextManager:
+        """The EMA weights swapped into the backbone, when asked for and
+        kept; otherwise no change."""
+        if use_ema and self.ema is not None:
+            return self.ema.swapped_in(self.backbone)
+        return nullcontext()
 
     def predict(self, inputs: Optional[dict],
                 data_samples: DataSample) -> List[DataSample]:
@@ -387,8 +398,8 @@ class FineDiffusion(BaseModel):
         Args:
             inputs (dict, optional): MMagic's generation request:
                 ``sample_model`` ('ema' or 'orig') and ``sample_kwargs``
-                (``num_steps``, ``scale``, ``sampler``, ``guidance`` as a
-                :class:`FineGrainedCFG` config).
+                (``num_sampling_steps``, ``guidance_scale``, ``scheduler``,
+                ``guidance`` as a :class:`TieredGuidance` config).
             data_samples (DataSample): The requested labels (``gt_label``).
 
         Returns:
@@ -399,7 +410,7 @@ class FineDiffusion(BaseModel):
         request = inputs if isinstance(inputs, dict) else {}
         options = dict(request.get('sample_kwargs') or {})
         if isinstance(options.get('guidance'), dict):
-            options['guidance'] = FineGrainedCFG(**options['guidance'])
+            options['guidance'] = TieredGuidance(**options['guidance'])
         labels = self._labels(data_samples, self.data_preprocessor.device)
         images = self.sample(
             labels,
@@ -497,11 +508,11 @@ def _check_rgb(preprocessor: nn.Module) -> None:
     """Refuses an MMagic preprocessor that would not hand the model RGB."""
     if not isinstance(preprocessor, DataPreprocessor):
         return
-    if not (isinstance(preprocessor, TieredDataPreprocessor)
+    if not (isinstance(preprocessor, DiTDataPreprocessor)
             and preprocessor.output_channel_order == 'RGB'):
         raise ValueError(
             'FineDiffusion takes and generates RGB images: its '
-            "data_preprocessor must be dict(type='TieredDataPreprocessor') "
+            "data_preprocessor must be dict(type='DiTDataPreprocessor') "
             "with output_channel_order='RGB' (the default), got "
             f'{type(preprocessor).__name__} with output_channel_order='
             f'{preprocessor.output_channel_order!r}')

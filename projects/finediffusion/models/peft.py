@@ -4,17 +4,19 @@ from typing import List, Sequence, Tuple, Union
 
 from torch import nn
 
+from .tiered_dit import CLASS_PARAMS
+
 # Parameter-name patterns (fnmatch) of the trainable sets compared in the
 # paper. Names are relative to the TieredDiT backbone.
 PRESETS = {
     # Tiered class table, every bias, LayerNorm scales (their offsets are
     # biases): FineDiffusion's PEFT.
-    'finediffusion': ('y_embedder.*', '*.bias', '*norm*.weight'),
+    'finediffusion': (CLASS_PARAMS, '*.bias', '*norm*.weight'),
     # Biases only (Ben Zaken et al., 2022).
     'bitfit': ('*.bias', ),
     # DiffFit (Xie et al., 2023): biases, norms, class table and the learnable
     # per-block scales (TieredDiT(block_scales=True)).
-    'difffit': ('y_embedder.*', '*.bias', '*norm*.weight', '*.scale_attn',
+    'difffit': (CLASS_PARAMS, '*.bias', '*norm*.weight', '*.scale_attn',
                 '*.scale_mlp'),
     'full': ('*', ),
 }

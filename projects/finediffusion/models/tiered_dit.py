@@ -3,9 +3,12 @@
 Module and parameter names follow the official DiT release, so its
 checkpoints load by name; the LayerNorms can be made affine (identity at
 init) so that FineDiffusion's PEFT can train their scale and offset.
+Subclass labels go down into the model once; the embedder owns label
+dropout and the backbone owns guidance (:meth:`TieredDiT.forward_with_cfg`),
+as DiT's ``models.py``.
 """
 import math
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +16,10 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmagic.registry import MODELS
-from ..datasets.taxonomy import load_taxonomy
-from .checkpoint_io import (DIT_TRAINING_WEIGHTS, IMAGENET_TABLE,
-                            load_official_dit)
-from .tiered_embedder import TieredEmbedder
+from ..taxonomy import Taxonomy, read_taxonomy
+from .dit_checkpoint import (DIT_TRAINING_WEIGHTS, IMAGENET_TABLE,
+                             load_official_dit)
+from .tiered_embedder import SUB, TIERS, TieredEmbedder, Tiers
 
 # (depth, hidden size, heads) of the published model sizes.
 DIT_SIZES = {
@@ -26,6 +29,15 @@ DIT_SIZES = {
     'XL': (28, 1152, 16),
 }
 CLASS_INITS = ('normal', 'null')
+
+# Names in the backbone's state dict, for the modules that select, save or
+# load its tensors by name (PEFT presets, checkpoints, deltas).
+CLASS_EMBEDDER = 'y_embedder'
+CLASS_PARAMS = f'{CLASS_EMBEDDER}.*'
+CLASS_TABLE = f'{CLASS_EMBEDDER}.embedding_table.weight'
+TAXONOMY_BUFFER = f'{CLASS_EMBEDDER}.sub2super'
+
+TaxonomySpec = Union[Taxonomy, Sequence[int], Mapping]
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -174,15 +186,19 @@ class FinalLayer(nn.Module):
 
 @MODELS.register_module()
 class TieredDiT(BaseModule):
-    """Diffusion Transformer conditioned on tiered (sub/super) class rows.
+    """Diffusion Transformer conditioned on subclass labels through a
+    tiered (sub/super/null) class table.
 
     Args:
+        taxonomy (Taxonomy, Sequence[int] or dict): The taxonomy the class
+            table has rows for: a :class:`~finediffusion.taxonomy.Taxonomy`,
+            the superclass id of every subclass, or a dataset's taxonomy
+            spec, read from its annotation files by the dataset class (e.g.
+            ``dict(type='INat2021Dataset', data_root=...,
+            ann_file='train_mini.json')``; see
+            :func:`~finediffusion.taxonomy.read_taxonomy`).
         num_classes (int, optional): Number of subclasses; defaults to the
             length of the taxonomy.
-        sub2super (Sequence[int] or dict): Superclass id of every subclass,
-            or a dataset's taxonomy spec, read from its annotation files
-            (e.g. ``dict(type='INat2021Dataset', data_root=...,
-            ann_file='train_mini.json')``; see :func:`load_taxonomy`).
         arch (str or dict): Model size, one of 'S', 'B', 'L', 'XL', or a dict
             with ``depth``, ``hidden_size`` and ``num_heads`` (tiny models for
             tests and demos). Defaults to 'XL'.
@@ -224,8 +240,8 @@ class TieredDiT(BaseModule):
     """
 
     def __init__(self,
+                 taxonomy: TaxonomySpec = (),
                  num_classes: Optional[int] = None,
-                 sub2super: Union[Sequence[int], dict] = (),
                  arch: Union[str, Dict[str, int]] = 'XL',
                  patch_size: int = 2,
                  input_size: Union[int, Tuple[int, int]] = 32,
@@ -242,33 +258,16 @@ class TieredDiT(BaseModule):
                  class_init_std: Union[float, str] = 0.02,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if pretrained_weights not in DIT_TRAINING_WEIGHTS:
-            raise ValueError(
-                f'pretrained_weights must be one of {DIT_TRAINING_WEIGHTS}, '
-                f'got {pretrained_weights!r}')
-        if class_init not in CLASS_INITS:
-            raise ValueError(f'class_init must be one of {CLASS_INITS}, got '
-                             f'{class_init!r}')
-        for name, value in (('class_init', class_init),
-                            ('class_init_std', class_init_std)):
-            if value in ('base', 'null') and not pretrained:
-                raise ValueError(f'{name}={value!r} needs a pretrained '
-                                 'checkpoint')
-        if isinstance(arch, dict):
-            depth, hidden_size, num_heads = (arch['depth'], arch['hidden_size'],
-                                             arch['num_heads'])
-        elif arch in DIT_SIZES:
-            depth, hidden_size, num_heads = DIT_SIZES[arch]
-        else:
-            raise ValueError(f'arch must be one of {list(DIT_SIZES)} or a '
-                             f'dict, got {arch!r}')
+        _check_init_options(pretrained, pretrained_weights, class_init,
+                            class_init_std)
+        depth, hidden_size, num_heads = _arch_sizes(arch)
         height, width = ((input_size, input_size) if isinstance(
             input_size, int) else tuple(input_size))
         if height % patch_size or width % patch_size:
             raise ValueError(f'input_size {input_size} is not a multiple of '
                              f'patch_size {patch_size}')
-        if isinstance(sub2super, dict):
-            sub2super = load_taxonomy(sub2super).sub2super
+        sub2super = (read_taxonomy(taxonomy).sub2super if isinstance(
+            taxonomy, (Mapping, Taxonomy)) else list(taxonomy))
         if num_classes is None:
             num_classes = len(sub2super)
         self.patch_size = patch_size
@@ -322,7 +321,7 @@ class TieredDiT(BaseModule):
         proj = self.x_embedder.proj
         nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
         nn.init.zeros_(proj.bias)
-        table = self.y_embedder.embedding_table.weight
+        table = self.class_table
         nn.init.normal_(
             table,
             std=0.02 if self.class_init_std == 'base' else
@@ -358,26 +357,144 @@ class TieredDiT(BaseModule):
         """Loads an official DiT checkpoint (see :func:`load_official_dit`)."""
         return load_official_dit(self, path, self.pretrained_weights)
 
+    @property
+    def num_classes(self) -> int:
+        """Number of subclasses (rows ``[0, num_classes)`` of the table)."""
+        return self.y_embedder.num_classes
+
+    @property
+    def sub2super(self) -> Tensor:
+        """Superclass id of every subclass, (num_classes, ), long."""
+        return self.y_embedder.sub2super
+
+    @property
+    def has_null_class(self) -> bool:
+        """Whether the table has a null row (trained with ``null_prob``)."""
+        return self.y_embedder.has_null
+
+    @property
+    def class_table(self) -> nn.Parameter:
+        """The tiered class table, (rows, hidden_size)."""
+        return self.y_embedder.embedding_table.weight
+
+    def check_labels(self, labels: Tensor) -> None:
+        """Refuses subclass labels outside the table, naming them (see
+        :meth:`TieredEmbedder.check_labels`)."""
+        self.y_embedder.check_labels(labels)
+
+    def token_drop(self, labels: Tensor) -> Tensor:
+        """This training step's tier of each label (super/null dropout),
+        drawn by the embedder (see :meth:`TieredEmbedder.token_drop`)."""
+        return self.y_embedder.token_drop(labels)
+
     def unpatchify(self, x: Tensor) -> Tensor:
         """Tokens (N, T, p*p*C) back to images (N, C, H, W)."""
         p, (h, w), c = self.patch_size, self.grid, self.out_channels
         x = x.reshape(x.shape[0], h, w, p, p, c)
         return x.permute(0, 5, 1, 3, 2, 4).reshape(x.shape[0], c, h * p, w * p)
 
-    def forward(self, x: Tensor, t: Tensor, rows: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor,
+                tiers: Tiers = None) -> Tensor:
         """Predicts noise (and variance values) for a batch.
 
         Args:
-            x (Tensor): Noisy inputs, shape (N, C, H, W).
-            t (Tensor): Diffusion steps, shape (N, ).
-            rows (Tensor): Rows of the tiered class table, shape (N, ); see
-                :meth:`TieredEmbedder.rows`.
+            x (Tensor): Noisy latents, (N, C, H, W).
+            t (Tensor): Diffusion steps, (N, ).
+            y (Tensor): Subclass labels, (N, ).
+            tiers (str or Tensor, optional): The tier each label is embedded
+                at: one of 'sub', 'super', 'null', a tier id per label (N, ),
+                or None: the embedder's label dropout in training, the
+                labels' own rows in eval mode.
 
         Returns:
-            Tensor: Shape (N, out_channels, H, W).
+            Tensor: (N, out_channels, H, W): epsilon, then the variance
+            values when the model learns them.
         """
-        tokens = self.x_embedder(x) + self.pos_embed
-        c = self.t_embedder(t) + self.y_embedder(rows)
+        x = self.x_embedder(x) + self.pos_embed  # (N, T, D), T = H * W / p^2
+        c = self.t_embedder(t) + self.y_embedder(y, tiers)  # (N, D)
         for block in self.blocks:
-            tokens = block(tokens, c)
-        return self.unpatchify(self.final_layer(tokens, c))
+            x = block(x, c)  # (N, T, D)
+        x = self.final_layer(x, c)  # (N, T, p * p * out_channels)
+        return self.unpatchify(x)  # (N, out_channels, H, W)
+
+    def forward_with_cfg(self,
+                         x: Tensor,
+                         t: Tensor,
+                         y: Tensor,
+                         scale: Union[float, Tensor],
+                         reference: str = 'super',
+                         guided_channels: Optional[int] = None) -> Tensor:
+        """Classifier-free guidance against a reference tier, in one
+        batched forward of the conditional and the reference halves.
+
+        eps = eps(x, t, ref) + s * (eps(x, t, sub) - eps(x, t, ref)), with
+        ref the superclass (FineDiffusion's fine-grained CFG, Pan et al.
+        2024, Eq. 6) or the null row (standard CFG, Ho & Salimans 2022).
+        The variance channels pass through from the conditional half.
+
+        Args:
+            x (Tensor): Noisy latents, (N, C, H, W).
+            t (Tensor): Diffusion steps, (N, ).
+            y (Tensor): Subclass labels, (N, ).
+            scale (float or Tensor): Guidance scale s, one value or one per
+                sample (N, ).
+            reference (str): 'super' or 'null'.
+            guided_channels (int, optional): Guide only the first k channels
+                and take the rest of epsilon from the conditional half: DiT's
+                ``forward_with_cfg`` guides 3 of the 4 latent channels, a
+                quirk of its release that its published samples have. None
+                guides all.
+
+        Returns:
+            Tensor: (N, out_channels, H, W).
+
+        Raises:
+            ValueError: For a reference other than 'super' or 'null', or
+                'null' without a null row.
+        """
+        if reference not in TIERS[1:]:
+            raise ValueError(f"reference must be 'super' or 'null', got "
+                             f'{reference!r}')
+        if reference == 'null' and not self.has_null_class:
+            raise ValueError(
+                'standard CFG needs a null row: train the TieredDiT with '
+                "null_prob (e.g. 0.1), or use mode='fine_grained'")
+        tiers = torch.cat([torch.full_like(y, SUB),
+                           torch.full_like(y, TIERS.index(reference))])
+        out = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, y]),
+                   tiers)  # (2N, out_channels, H, W)
+        cond, ref = out.chunk(2)
+        if isinstance(scale, Tensor):
+            scale = scale.to(out).reshape(-1, 1, 1, 1)
+        k = guided_channels or x.shape[1]
+        guided = ref[:, :k] + scale * (cond[:, :k] - ref[:, :k])
+        return torch.cat([guided, cond[:, k:]], dim=1)
+
+
+def _arch_sizes(arch: Union[str, Dict[str, int]]) -> Tuple[int, int, int]:
+    """(depth, hidden size, heads) of a published size or a dict of them."""
+    if isinstance(arch, dict):
+        return arch['depth'], arch['hidden_size'], arch['num_heads']
+    if arch in DIT_SIZES:
+        return DIT_SIZES[arch]
+    raise ValueError(f'arch must be one of {list(DIT_SIZES)} or a dict, got '
+                     f'{arch!r}')
+
+
+def _check_init_options(pretrained: Optional[str], pretrained_weights: str,
+                        class_init: str,
+                        class_init_std: Union[float, str]) -> None:
+    """Refuses initialization options that name no choice, or that need a
+    pretrained checkpoint the model is not given."""
+    if pretrained_weights not in DIT_TRAINING_WEIGHTS:
+        raise ValueError(
+            f'pretrained_weights must be one of {DIT_TRAINING_WEIGHTS}, '
+            f'got {pretrained_weights!r}')
+    if class_init not in CLASS_INITS:
+        raise ValueError(f'class_init must be one of {CLASS_INITS}, got '
+                         f'{class_init!r}')
+    for name, value in (('class_init', class_init),
+                        ('class_init_std', class_init_std)):
+        if value in ('base', 'null') and not pretrained:
+            raise ValueError(f'{name}={value!r} needs a pretrained '
+                             'checkpoint')

@@ -1,13 +1,19 @@
 """Class embedding table with one row per subclass and one per superclass."""
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmagic.registry import MODELS
+from ..taxonomy import check_table
 
+# The tiers a subclass label can be embedded at, by tier id: its own row,
+# its superclass's row, the null (unconditional) row.
 TIERS = ('sub', 'super', 'null')
+SUB, SUPER, NULL = range(len(TIERS))
+
+Tiers = Union[str, Tensor, None]
 
 
 @MODELS.register_module()
@@ -19,8 +25,9 @@ class TieredEmbedder(BaseModule):
     when ``null_prob`` is given, one last row is the unconditional (null)
     class of standard classifier-free guidance.
 
-    In training a subclass label is replaced by its superclass with
-    probability ``super_prob`` (FineDiffusion) and by the null row with
+    The embedder owns label dropout, as DiT's ``LabelEmbedder.token_drop``:
+    in training a subclass label is embedded at its superclass with
+    probability ``super_prob`` (FineDiffusion) and at the null row with
     probability ``null_prob`` (standard CFG); the two draws are exclusive.
 
     Args:
@@ -36,6 +43,11 @@ class TieredEmbedder(BaseModule):
             null row in training. ``None`` builds no null row. Defaults to
             None.
         init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Raises:
+        ValueError: For a sub->super table without one valid superclass per
+            subclass, a superclass without subclasses, or probabilities
+            whose sum leaves [0, 1].
     """
 
     def __init__(self,
@@ -53,7 +65,12 @@ class TieredEmbedder(BaseModule):
             list(sub2super), dtype=torch.long, device='cpu')
         if num_superclasses is None:
             num_superclasses = int(sub2super.max()) + 1 if len(sub2super) else 0
-        _check_taxonomy(num_classes, num_superclasses, sub2super)
+        if (num_classes < 1 or sub2super.ndim != 1
+                or len(sub2super) != num_classes):
+            raise ValueError(
+                'sub2super must hold one superclass id per subclass: expected '
+                f'{num_classes} entries, got shape {tuple(sub2super.shape)}')
+        check_table(sub2super.tolist(), num_superclasses)
         if not 0 <= super_prob + (null_prob or 0.) <= 1:
             raise ValueError('super_prob + null_prob must lie in [0, 1], got '
                              f'{super_prob} + {null_prob}')
@@ -68,7 +85,7 @@ class TieredEmbedder(BaseModule):
         self.register_buffer('sub2super', sub2super)
 
     def rows(self, labels: Tensor, tier: str = 'sub') -> Tensor:
-        """Table rows of subclass ``labels`` at the given tier.
+        """Table rows of subclass ``labels`` at one tier.
 
         Labels outside ``[0, num_classes)`` get row ids past the table, so
         that the lookup fails instead of reading another row (label
@@ -82,6 +99,9 @@ class TieredEmbedder(BaseModule):
 
         Returns:
             Tensor: Row ids, shape (N, ).
+
+        Raises:
+            ValueError: For an unknown tier, or 'null' without a null row.
         """
         if tier not in TIERS:
             raise ValueError(f'tier must be one of {TIERS}, got {tier!r}')
@@ -93,11 +113,30 @@ class TieredEmbedder(BaseModule):
             rows = self.num_classes + self.sub2super[labels.clamp(
                 0, self.num_classes - 1)]
             return torch.where(valid, rows, beyond)
-        if tier == 'null':
-            if not self.has_null:
-                raise ValueError('this TieredEmbedder has no null row: build '
-                                 'it with null_prob to use the null tier')
-            return torch.full_like(labels, self.embedding_table.num_embeddings - 1)
+        if not self.has_null:
+            raise ValueError('this TieredEmbedder has no null row: build '
+                             'it with null_prob to use the null tier')
+        return torch.full_like(labels, self.embedding_table.num_embeddings - 1)
+
+    def tiered_rows(self, labels: Tensor, tiers: Tensor) -> Tensor:
+        """Table rows of subclass ``labels``, each at its own tier.
+
+        Args:
+            labels (Tensor): Subclass ids, shape (N, ).
+            tiers (Tensor): Tier ids (:data:`SUB`, :data:`SUPER`,
+                :data:`NULL`), shape (N, ).
+
+        Returns:
+            Tensor: Row ids, shape (N, ); out-of-range labels keep their
+            failing rows at every tier.
+        """
+        rows = torch.where(tiers == SUPER, self.rows(labels, 'super'),
+                           self.rows(labels))
+        if self.has_null:
+            to_null = (tiers == NULL) & (
+                rows < self.embedding_table.num_embeddings)
+            rows = torch.where(to_null, self.rows(labels, 'null'), rows)
+        return rows
 
     def check_labels(self, labels: Tensor) -> None:
         """Refuses subclass labels outside ``[0, num_classes)``.
@@ -122,52 +161,46 @@ class TieredEmbedder(BaseModule):
                 f'has {self.num_classes} subclasses (labels 0 to '
                 f'{self.num_classes - 1})')
 
-    def drop_labels(self, labels: Tensor) -> Tensor:
-        """Rows for training: labels replaced by super or null at random.
+    def token_drop(self, labels: Tensor) -> Tensor:
+        """The tier each label is embedded at in this training step.
 
-        In eval mode the labels' own rows are returned.
+        One uniform draw per label: below ``super_prob`` its superclass,
+        then, with ``null_prob``, the null row; otherwise its own row. In
+        eval mode nothing is drawn and every label keeps its own row.
 
         Args:
             labels (Tensor): Subclass ids, shape (N, ).
 
         Returns:
-            Tensor: Row ids, shape (N, ).
+            Tensor: Tier ids, shape (N, ), long.
         """
+        tiers = torch.full_like(labels, SUB)
         if not self.training:
-            return self.rows(labels)
+            return tiers
         draw = torch.rand(labels.shape, device=labels.device)
-        rows = torch.where(draw < self.super_prob, self.rows(labels, 'super'),
-                           self.rows(labels))
+        tiers = torch.where(draw < self.super_prob,
+                            torch.full_like(labels, SUPER), tiers)
         if self.has_null:
-            # Out-of-range labels keep their failing rows.
             to_null = (draw >= self.super_prob) & (
-                draw < self.super_prob + self.null_prob) & (
-                    rows < self.embedding_table.num_embeddings)
-            rows = torch.where(to_null, self.rows(labels, 'null'), rows)
-        return rows
+                draw < self.super_prob + self.null_prob)
+            tiers = torch.where(to_null, torch.full_like(labels, NULL), tiers)
+        return tiers
 
-    def forward(self, rows: Tensor) -> Tensor:
-        """Looks up table rows (see :meth:`rows` and :meth:`drop_labels`)."""
+    def forward(self, labels: Tensor, tiers: Tiers = None) -> Tensor:
+        """Embeds subclass labels.
+
+        Args:
+            labels (Tensor): Subclass ids, shape (N, ).
+            tiers (str or Tensor, optional): One tier for all labels
+                ('sub', 'super', 'null'), a tier id per label, shape (N, ),
+                or None: :meth:`token_drop`'s draw (training) or the labels'
+                own rows (eval).
+
+        Returns:
+            Tensor: Embeddings, shape (N, embed_dim).
+        """
+        if tiers is None:
+            tiers = self.token_drop(labels)
+        rows = (self.rows(labels, tiers) if isinstance(tiers, str) else
+                self.tiered_rows(labels, tiers))
         return self.embedding_table(rows)
-
-
-def _check_taxonomy(num_classes: int, num_superclasses: int,
-                    sub2super: Tensor) -> None:
-    """Fails with the offending ids when the sub->super map is invalid."""
-    if num_classes < 1 or sub2super.ndim != 1 or len(sub2super) != num_classes:
-        raise ValueError(
-            'sub2super must hold one superclass id per subclass: expected '
-            f'{num_classes} entries, got shape {tuple(sub2super.shape)}')
-    missing = torch.nonzero(sub2super < 0).flatten().tolist()
-    if missing:
-        raise ValueError('subclasses without a superclass (negative id): '
-                         f'{missing[:20]}')
-    beyond = torch.nonzero(sub2super >= num_superclasses).flatten().tolist()
-    if beyond:
-        raise ValueError(
-            f'subclasses {beyond[:20]} map to superclass ids '
-            f'{sub2super[beyond[:20]].tolist()}, out of range for '
-            f'{num_superclasses} superclasses')
-    empty = sorted(set(range(num_superclasses)) - set(sub2super.tolist()))
-    if empty:
-        raise ValueError(f'superclasses {empty[:20]} have no subclass')

@@ -1,22 +1,32 @@
-"""Fast sampling through diffusers' schedulers, set to DiT's process.
+"""Samplers of a FineDiffusion: one interface over ADM's respaced DDPM
+(DiT's reference sampler) and diffusers' schedulers set to DiT's process.
+
+A sampler is built once per call by :func:`build_sampler` from a
+``scheduler`` config (None: respaced DDPM) and ``num_sampling_steps``, and
+maps a model function and x_T to x_0.
 
 diffusers' schedulers default to other models' processes: ``DDIMScheduler``
 clips the predicted x0 to [-1, 1] (DiT's latents have unit variance, about
 30% of their values lie beyond 1), ``PNDMScheduler`` ends at alpha_bar[0]
 instead of 1, ``HeunDiscreteScheduler`` has Stable Diffusion's betas, and so
-on. :func:`build_solver` therefore sets every option of a supported
+on. :func:`build_scheduler` therefore sets every option of a supported
 scheduler explicitly, to DiT's process and to the sampling grid its tests
 compare with a reference sampler (``tests/test_solvers.py``), and refuses a
 config that asks for anything else.
 """
 import inspect
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Union
 
 import torch
 from diffusers import __version__ as diffusers_version_string
 from torch import Tensor
 
 from mmagic.registry import DIFFUSION_SCHEDULERS
+from .dit_diffusion import DiTDiffusion
+
+# Maps (x_t, model timesteps (N, )) to the model output (N, C or 2C, H, W):
+# epsilon, then the variance values when the model learns them.
+ModelFn = Callable[[Tensor, Tensor], Tensor]
 
 # DiT's diffusion (ADM's GaussianDiffusion as DiT trains it). Each option is
 # set where the scheduler has it.
@@ -45,7 +55,7 @@ DIT_PROCESS = dict(
 
 # The sampling grid and solver of each supported scheduler; tests compare
 # each with a reference written from its paper at these settings.
-SOLVER_SETTINGS: Dict[str, dict] = {
+SCHEDULER_SETTINGS: Dict[str, dict] = {
     # DDIM (Song et al., 2021, eta = 0) on ADM's 'ddimN' grid:
     # range(0, 1000, 1000 // N), the last step to alpha_bar = 1.
     'DDIMScheduler': dict(timestep_spacing='leading', set_alpha_to_one=True),
@@ -103,7 +113,7 @@ SOLVER_SETTINGS: Dict[str, dict] = {
 }
 
 # The schedulers FineDiffusion samples with, by their MMagic/diffusers name.
-SUPPORTED_SCHEDULERS = tuple(SOLVER_SETTINGS)
+SUPPORTED_SCHEDULERS = tuple(SCHEDULER_SETTINGS)
 
 # Options that act only when clipping or thresholding is on (both off).
 INERT_OPTIONS = ('clip_sample_range', 'dynamic_thresholding_ratio',
@@ -118,7 +128,7 @@ def variance_type(learn_sigma: bool) -> str:
     return 'learned_range' if learn_sigma else 'fixed_large'
 
 
-def solver_settings(name: str, learn_sigma: bool = True) -> dict:
+def scheduler_settings(name: str, learn_sigma: bool = True) -> dict:
     """Every constructor option of scheduler ``name`` set to DiT's process.
 
     Args:
@@ -133,13 +143,13 @@ def solver_settings(name: str, learn_sigma: bool = True) -> dict:
             lacks one of its settings or gives it an option whose effect on
             DiT's process is unknown.
     """
-    if name not in SOLVER_SETTINGS:
+    if name not in SCHEDULER_SETTINGS:
         raise ValueError(
-            f'sampler type {name!r} is not supported; use one of '
-            f'{SUPPORTED_SCHEDULERS}, or sampler=None for ADM\'s respaced '
+            f'scheduler type {name!r} is not supported; use one of '
+            f'{SUPPORTED_SCHEDULERS}, or scheduler=None for ADM\'s respaced '
             'DDPM (DiT\'s reference sampler)')
     accepted = _options(name)
-    missing = sorted(set(SOLVER_SETTINGS[name]) - set(accepted))
+    missing = sorted(set(SCHEDULER_SETTINGS[name]) - set(accepted))
     if missing:
         # An older diffusers (its DPM-Solver++ before 0.26, UniPC and Euler
         # before 0.28) would end the grid elsewhere, not at sigma = 0.
@@ -148,7 +158,7 @@ def solver_settings(name: str, learn_sigma: bool = True) -> dict:
             f'{missing}, which sampling DiT\'s process needs; pin the '
             'diffusers of requirements/lock.txt')
     settings = {k: v for k, v in DIT_PROCESS.items() if k in accepted}
-    settings.update(SOLVER_SETTINGS[name])
+    settings.update(SCHEDULER_SETTINGS[name])
     if name == 'DDPMScheduler':
         settings['variance_type'] = variance_type(learn_sigma)
     unknown = set(accepted) - set(settings) - set(INERT_OPTIONS)
@@ -160,13 +170,13 @@ def solver_settings(name: str, learn_sigma: bool = True) -> dict:
     return settings
 
 
-def build_solver(cfg: dict, learn_sigma: bool = True):
+def build_scheduler(cfg: dict, learn_sigma: bool = True):
     """A diffusers scheduler set to DiT's process.
 
     Args:
         cfg (dict): ``type`` (one of :data:`SUPPORTED_SCHEDULERS`), and
             optionally options of that scheduler; an option may only repeat
-            the value :func:`solver_settings` sets (or be one of
+            the value :func:`scheduler_settings` sets (or be one of
             :data:`INERT_OPTIONS`).
         learn_sigma (bool): Whether the model predicts its variance (the
             backbone's output has twice its input channels).
@@ -181,19 +191,19 @@ def build_solver(cfg: dict, learn_sigma: bool = True):
     """
     options = dict(cfg)
     name = options.pop('type', None)
-    settings = solver_settings(name, learn_sigma)
+    settings = scheduler_settings(name, learn_sigma)
     for key in ('from_pretrained', 'from_config'):
         if key in options:
             raise ValueError(
-                f'sampler {name}: {key} would load another model\'s process; '
+                f'scheduler {name}: {key} would load another model\'s process; '
                 'the scheduler is set to DiT\'s, give only its type')
     accepted = _options(name)
     for key, value in options.items():
         if key not in accepted:
-            raise ValueError(f'sampler {name} has no option {key!r}')
+            raise ValueError(f'scheduler {name} has no option {key!r}')
         if key in settings and not _same(value, settings[key]):
             raise ValueError(
-                f'sampler {name}: {key}={value!r} contradicts the process '
+                f'scheduler {name}: {key}={value!r} contradicts the process '
                 f'FineDiffusion samples (DiT\'s, tested at {key}='
                 f'{settings[key]!r})')
     return DIFFUSION_SCHEDULERS.build(dict(settings, **options, type=name))
@@ -219,41 +229,104 @@ def uses_model_variance(scheduler) -> bool:
                                                      'learned_range')
 
 
-@torch.no_grad()
-def solver_sample_loop(scheduler,
-                       model_fn: Callable[[Tensor, Tensor], Tensor],
-                       noise: Tensor,
-                       steps: int,
-                       generator: Optional[torch.Generator] = None,
-                       progress: bool = False) -> Tensor:
-    """Integrates from ``noise`` to x0 in ``steps`` scheduler steps.
+class RespacedDDPM:
+    """ADM's ancestral sampling on evenly respaced steps: DiT's reference
+    sampler (``create_diffusion(timestep_respacing)``, ``p_sample_loop``).
 
     Args:
-        scheduler: A diffusers scheduler (see :func:`build_solver`).
-        model_fn (callable): Maps (x_t, model timesteps) to the model output,
-            epsilon first along the channels, then the variance values if
-            the model learns them.
-        noise (Tensor): Standard normal x_T.
-        steps (int): Number of solver steps (Heun evaluates the model twice
-            in all but the last).
-        generator (torch.Generator, optional): For stochastic schedulers.
-        progress (bool): Show a progress bar.
+        diffusion (DiTDiffusion): The training process.
+        num_sampling_steps (int): Respaced steps, at least 2.
+    """
+
+    def __init__(self, diffusion: DiTDiffusion,
+                 num_sampling_steps: int) -> None:
+        self.process = diffusion.respaced(num_sampling_steps)
+
+    def __call__(self,
+                 model_fn: ModelFn,
+                 noise: Tensor,
+                 generator: Optional[torch.Generator] = None,
+                 progress: bool = False) -> Tensor:
+        """x_0 from ``noise`` (x_T, (N, C, H, W)); see
+        :meth:`DiTDiffusion.p_sample_loop`."""
+        return self.process.p_sample_loop(model_fn, noise, generator,
+                                          progress)
+
+
+class SchedulerSampler:
+    """A diffusers scheduler set to DiT's process (:func:`build_scheduler`).
+
+    Args:
+        cfg (dict): The scheduler config, e.g.
+            ``dict(type='DPMSolverMultistepScheduler')``.
+        num_sampling_steps (int): Scheduler steps (Heun evaluates the model
+            twice in all but the last).
+        learn_sigma (bool): Whether the model predicts its variance.
+    """
+
+    def __init__(self, cfg: dict, num_sampling_steps: int,
+                 learn_sigma: bool = True) -> None:
+        self.scheduler = build_scheduler(cfg, learn_sigma)
+        self.num_sampling_steps = num_sampling_steps
+
+    @torch.no_grad()
+    def __call__(self,
+                 model_fn: ModelFn,
+                 noise: Tensor,
+                 generator: Optional[torch.Generator] = None,
+                 progress: bool = False) -> Tensor:
+        """Integrates from ``noise`` (standard normal x_T, (N, C, H, W)) to
+        x_0.
+
+        Args:
+            model_fn (callable): See :data:`ModelFn`.
+            noise (Tensor): x_T.
+            generator (torch.Generator, optional): For stochastic schedulers.
+            progress (bool): Show a progress bar.
+
+        Returns:
+            Tensor: The sample x_0, (N, C, H, W).
+        """
+        scheduler = self.scheduler
+        scheduler.set_timesteps(self.num_sampling_steps, device=noise.device)
+        takes_generator = 'generator' in inspect.signature(
+            scheduler.step).parameters
+        extra = dict(generator=generator) if takes_generator else {}
+        channels = None if uses_model_variance(scheduler) else noise.shape[1]
+        x = noise * scheduler.init_noise_sigma
+        timesteps = scheduler.timesteps
+        if progress:
+            from tqdm import tqdm
+            timesteps = tqdm(timesteps, desc='sampling', leave=False)
+        for t in timesteps:
+            model_in = scheduler.scale_model_input(x, t)
+            out = model_fn(model_in, t.expand(len(x)).to(x.device))
+            x = scheduler.step(out[:, :channels], t, x, **extra).prev_sample
+        return x
+
+
+Sampler = Union[RespacedDDPM, SchedulerSampler]
+
+
+def build_sampler(diffusion: DiTDiffusion,
+                  scheduler: Optional[dict] = None,
+                  num_sampling_steps: int = 250) -> Sampler:
+    """The sampler of a FineDiffusion, as one interface.
+
+    Args:
+        diffusion (DiTDiffusion): The model's training process.
+        scheduler (dict, optional): A diffusers scheduler config (one of
+            :data:`SUPPORTED_SCHEDULERS`); None: ADM's respaced DDPM.
+        num_sampling_steps (int): Sampling steps. Defaults to 250.
 
     Returns:
-        Tensor: The sample x0.
+        A callable ``(model_fn, noise, generator, progress) -> x_0``.
+
+    Raises:
+        ValueError: From :func:`build_scheduler`, or fewer than 2 respaced
+            steps.
     """
-    scheduler.set_timesteps(steps, device=noise.device)
-    takes_generator = 'generator' in inspect.signature(
-        scheduler.step).parameters
-    extra = dict(generator=generator) if takes_generator else {}
-    channels = None if uses_model_variance(scheduler) else noise.shape[1]
-    x = noise * scheduler.init_noise_sigma
-    timesteps = scheduler.timesteps
-    if progress:
-        from tqdm import tqdm
-        timesteps = tqdm(timesteps, desc='sampling', leave=False)
-    for t in timesteps:
-        model_in = scheduler.scale_model_input(x, t)
-        out = model_fn(model_in, t.expand(len(x)).to(x.device))
-        x = scheduler.step(out[:, :channels], t, x, **extra).prev_sample
-    return x
+    if scheduler is None:
+        return RespacedDDPM(diffusion, num_sampling_steps)
+    return SchedulerSampler(scheduler, num_sampling_steps,
+                            diffusion.learn_sigma)

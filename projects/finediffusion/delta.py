@@ -1,161 +1,32 @@
-"""Checkpoint files: official DiT weights in, PEFT deltas out and in."""
-import argparse
+"""The PEFT checkpoint and delta format: which tensors a FineDiffusion
+training checkpoint holds (``meta.peft``), the safetensors delta exported
+from it, and loading either into a model that holds the base weights."""
 import json
 import os.path as osp
 from typing import Dict, Iterable, List, Optional, Sequence
 
-import torch
 from mmengine.logging import print_log
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..datasets.taxonomy import Taxonomy, TaxonomyLike, taxonomy_of
-from .ema import ema_key
-from .peft import NEVER_TRAINABLE
-from ..weights_only import load_weights
+from .models.ema import ema_key
+from .models.peft import NEVER_TRAINABLE
+from .models.tiered_dit import CLASS_PARAMS, CLASS_TABLE, TAXONOMY_BUFFER
+from .taxonomy import Taxonomy, TaxonomyLike, taxonomy_of
+from .weights_only import load_weights
 
 DELTA_FORMAT = 'finediffusion-delta/1'
 
-# The ImageNet class table (1000 classes + null): FineDiffusion learns a new
-# tiered table instead.
-IMAGENET_TABLE = 'y_embedder.embedding_table.weight'
-
 # The taxonomy: the superclass id of each subclass, a buffer of the table.
-TAXONOMY_KEY = 'backbone.y_embedder.sub2super'
+TAXONOMY_KEY = f'backbone.{TAXONOMY_BUFFER}'
 
 # The tiered class table in a FineDiffusion state dict. Never the base's
 # (whose rows are ImageNet's classes): trained weights must always hold it.
-CLASS_TABLE_KEY = f'backbone.{IMAGENET_TABLE}'
+CLASS_TABLE_KEY = f'backbone.{CLASS_TABLE}'
 
-# Where versions before the fix saved the averaged module's whole state dict.
+# Where earlier versions saved the averaged module's whole state dict.
 _STALE_EMA = 'ema._paired.'
-
-
-# What a training checkpoint of DiT's or fast-DiT's train.py holds besides
-# the optimizer ('opt') and the command line ('args'): the raw and the EMA
-# weights, each a plain DiT state dict.
-DIT_TRAINING_WEIGHTS = ('ema', 'model')
-
-
-def read_dit_state_dict(path: str, weights: str = 'ema') -> Dict[str, Tensor]:
-    """The DiT state dict in ``path``: a released one, or one of the two in
-    a training checkpoint of DiT's or fast-DiT's ``train.py``
-    (``{'model', 'ema', 'opt', 'args'}``).
-
-    The file is read with ``weights_only=True``. A training checkpoint's
-    ``args`` is an ``argparse.Namespace``, allowed for this read only:
-    weights-only unpickling builds it empty and sets its attributes, which
-    are themselves held to the weights-only types, so it runs no code, and
-    any other object in the file is still refused.
-
-    Args:
-        path (str): The file.
-        weights (str): Which weights of a training checkpoint: 'ema' (what
-            DiT's ``sample.py`` samples with) or 'model' (the raw trained
-            weights). A released state dict has only one set. Defaults to
-            'ema'.
-
-    Returns:
-        dict: Parameter names to tensors.
-
-    Raises:
-        ValueError: When ``weights`` is neither, or the file (or its
-            chosen entry) is not a mapping of names to tensors; the message
-            names the file.
-        pickle.UnpicklingError: When the file holds an object other than
-            tensors, containers, ``argparse.Namespace`` and MMEngine's own
-            types; the message names the file.
-    """
-    if weights not in DIT_TRAINING_WEIGHTS:
-        raise ValueError(f'weights must be one of {DIT_TRAINING_WEIGHTS}, '
-                         f'got {weights!r}')
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        state = load_weights(path, map_location='cpu')
-    if isinstance(state, dict) and all(
-            isinstance(state.get(key), dict) for key in DIT_TRAINING_WEIGHTS):
-        state = state[weights]
-    if not isinstance(state, dict) or not all(
-            isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
-            f'{path} is not a plain DiT state dict (expected a mapping of '
-            'parameter names to tensors, or a training checkpoint of DiT\'s '
-            "train.py with 'model' and 'ema' state dicts)")
-    return state
-
-
-def load_official_dit(model: nn.Module, path: str,
-                      weights: str = 'ema') -> dict:
-    """Copies an official DiT state dict into ``model`` by name.
-
-    The file is a released state dict or a training checkpoint of DiT's
-    ``train.py`` (:func:`read_dit_state_dict`), read with
-    ``weights_only=True``: a downloaded checkpoint is never unpickled. The
-    ImageNet class table is skipped, LayerNorm scales and offsets and
-    DiffFit block scales, absent from the release, keep their identity
-    initialization, and every other tensor must be present with the right
-    shape.
-
-    Args:
-        model (nn.Module): A :class:`TieredDiT`.
-        path (str): Path to e.g. ``DiT-XL-2-256x256.pt``.
-        weights (str): 'ema' or 'model': which weights of a training
-            checkpoint. Defaults to 'ema'.
-
-    Returns:
-        dict: ``skipped`` (checkpoint keys not loaded), ``kept_init``
-        (model keys not in the checkpoint, left at their initialization)
-        and ``class_table`` (the skipped class table, or None).
-
-    Raises:
-        ValueError: When the file is not a DiT state dict, or a tensor is
-            missing or has another shape; the message names the key.
-    """
-    state = read_dit_state_dict(path, weights)
-    own = model.state_dict()
-    if 'x_embedder.proj.weight' not in state:
-        raise ValueError(
-            f'{path} is not a DiT checkpoint: key x_embedder.proj.weight is '
-            f'missing (first keys: {sorted(state)[:5]})')
-    unexpected = sorted(set(state) - set(own))
-    if unexpected:
-        raise ValueError(f'{path} has keys that a TieredDiT lacks: '
-                         f'{unexpected[:10]}')
-    skipped = [IMAGENET_TABLE] if IMAGENET_TABLE in state else []
-    kept_init = []
-    to_load = {}
-    for key, value in own.items():
-        if key in ('y_embedder.embedding_table.weight', 'y_embedder.sub2super'):
-            kept_init.append(key)
-        elif key not in state:
-            if not _is_new_in_tiered_dit(key):
-                raise ValueError(f'{path} lacks key {key} (shape '
-                                 f'{tuple(value.shape)})')
-            kept_init.append(key)
-        elif state[key].shape != value.shape:
-            raise ValueError(
-                f'{path}: key {key} has shape {tuple(state[key].shape)}, the '
-                f'model expects {tuple(value.shape)} (another model size, '
-                'patch size, input size or channel count?)')
-        else:
-            to_load[key] = state[key]
-    model.load_state_dict(to_load, strict=False)
-    print_log(
-        f'Loaded {len(to_load)} tensors from {path}; skipped {skipped}; '
-        f'kept {len(kept_init)} at init: {kept_init}', logger='current')
-    table = state.get(IMAGENET_TABLE)
-    return dict(
-        skipped=skipped,
-        kept_init=kept_init,
-        class_table=table)
-
-
-def _is_new_in_tiered_dit(key: str) -> bool:
-    """Whether ``key`` is a parameter DiT lacks: an affine LayerNorm's scale
-    or offset, or a DiffFit block scale (all identity at init)."""
-    parts = key.split('.')
-    return (len(parts) > 1 and parts[-2] in ('norm1', 'norm2', 'norm_final')
-            or parts[-1] in ('scale_attn', 'scale_mlp'))
 
 
 def checkpoint_keys(trainable: Sequence[str], ema: bool) -> List[str]:
@@ -271,7 +142,7 @@ def require_backbone(model: nn.Module, held: Iterable[str],
         raise ValueError(
             f'{source} lacks the class table {CLASS_TABLE_KEY}, which never '
             'comes from the base DiT (its rows are ImageNet classes): were '
-            "the weights trained with 'y_embedder.*' frozen?")
+            f"the weights trained with '{CLASS_PARAMS}' frozen?")
     if getattr(model.backbone, 'pretrained', None):
         return
     needed = [f'backbone.{name}'
@@ -374,6 +245,30 @@ def peft_state_dict(model: nn.Module,
     return state
 
 
+def is_peft_checkpoint(checkpoint: dict) -> bool:
+    """Whether a loaded checkpoint was written by a PEFT run (it declares
+    its tensors in ``meta.peft``)."""
+    return 'peft' in (checkpoint.get('meta') or {})
+
+
+def trim_checkpoint(model: nn.Module, checkpoint: dict) -> None:
+    """Keeps in a checkpoint being saved exactly the trainable tensors,
+    their EMA and the taxonomy (:func:`checkpoint_keys`), and declares them
+    in ``meta.peft``.
+
+    Args:
+        model (nn.Module): The FineDiffusion being trained.
+        checkpoint (dict): MMEngine's checkpoint, changed in place.
+    """
+    ema = model.ema is not None
+    state = checkpoint['state_dict']
+    checkpoint['state_dict'] = {
+        k: state[k]
+        for k in checkpoint_keys(model.trainable, ema)
+    }
+    checkpoint['meta']['peft'] = dict(trainable=model.trainable, ema=ema)
+
+
 def export_delta(checkpoint: str, out: str, use_ema: bool = True) -> dict:
     """Writes the backbone's trained tensors of a training checkpoint as a
     safetensors delta that applies to the official base weights.
@@ -399,7 +294,7 @@ def export_delta(checkpoint: str, out: str, use_ema: bool = True) -> dict:
     check_output(out, [checkpoint])
     ckpt = load_weights(checkpoint, map_location='cpu')
     meta = ckpt.get('meta', {})
-    if 'peft' not in meta:
+    if not is_peft_checkpoint(ckpt):
         raise ValueError(f'{checkpoint} was not written by a FineDiffusion '
                          'run with PEFTFreezeHook (no meta.peft)')
     state = ckpt['state_dict']

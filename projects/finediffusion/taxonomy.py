@@ -1,13 +1,18 @@
-"""The class-name table of a two-tier taxonomy, name resolution, and the
-taxonomy readers of the datasets."""
+"""The taxonomy type: names of subclasses and superclasses, the sub->super
+table, name resolution, the comparison of two taxonomies, and reading one
+from a dataset spec (by the dataset class itself, found in MMagic's
+``DATASETS``)."""
 import difflib
 import os.path as osp
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import (Callable, Dict, List, Mapping, Optional, Sequence, Tuple,
-                    Union)
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
+
+from mmengine.registry import DefaultScope
+
+from mmagic.registry import DATASETS
 
 
 @dataclass
@@ -48,14 +53,8 @@ class Taxonomy:
         if self.common_names and len(self.common_names) != len(self.names):
             raise ValueError(f'{len(self.common_names)} common names for '
                              f'{len(self.names)} subclasses')
-        orphans = [
-            sub for sub, sup in enumerate(self.sub2super)
-            if not 0 <= sup < len(self.super_names)
-        ]
-        if orphans:
-            raise ValueError(
-                f'subclasses without a valid superclass: ids {orphans[:20]} '
-                f'(names {[self.names[i] for i in orphans[:5]]})')
+        check_table(self.sub2super, len(self.super_names), self.names,
+                    require_populated=False)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -160,41 +159,88 @@ def taxonomy_of(dataset_meta: Optional[dict],
     return Taxonomy.unnamed(sub2super)
 
 
-# Readers of a dataset's taxonomy from its annotation files, by dataset type.
-TAXONOMY_READERS: Dict[str, Callable[..., Taxonomy]] = {}
+def check_table(sub2super: Sequence[int],
+                num_superclasses: int,
+                names: Optional[Sequence[str]] = None,
+                require_populated: bool = True) -> None:
+    """Fails with the offending ids when a sub->super table is invalid.
 
+    Args:
+        sub2super (Sequence[int]): Superclass id of each subclass, (S, ).
+        num_superclasses (int): Number of superclasses.
+        names (Sequence[str], optional): Subclass names, for messages.
+        require_populated (bool): Also refuse a superclass without
+            subclasses (a class table row nothing trains). Defaults to True.
 
-def taxonomy_reader(name: str):
-    """Registers a function that reads a :class:`Taxonomy` from files."""
+    Raises:
+        ValueError: Naming the subclasses with a negative or out-of-range
+            superclass id, or the superclasses without a subclass.
+    """
+    table = [int(s) for s in sub2super]
 
-    def register(fn):
-        TAXONOMY_READERS[name] = fn
-        return fn
+    def named(ids: List[int]) -> str:
+        return f' (names {[names[i] for i in ids[:5]]})' if names else ''
 
-    return register
+    missing = [sub for sub, sup in enumerate(table) if sup < 0]
+    if missing:
+        raise ValueError('subclasses without a superclass (negative id): '
+                         f'{missing[:20]}{named(missing)}')
+    beyond = [sub for sub, sup in enumerate(table) if sup >= num_superclasses]
+    if beyond:
+        raise ValueError(
+            f'subclasses {beyond[:20]} map to superclass ids '
+            f'{[table[i] for i in beyond[:20]]}, out of range for '
+            f'{num_superclasses} superclasses{named(beyond)}')
+    empty = sorted(set(range(num_superclasses)) - set(table))
+    if require_populated and empty:
+        raise ValueError(f'superclasses {empty[:20]} have no subclass')
 
 
 @lru_cache(maxsize=8)
-def _read(name: str, items: tuple) -> Taxonomy:
-    return TAXONOMY_READERS[name](**dict(items))
+def _read(dataset_cls: type, items: tuple) -> Taxonomy:
+    return dataset_cls.read_taxonomy(**dict(items))
 
 
-def load_taxonomy(spec: Union[dict, Taxonomy]) -> Taxonomy:
-    """The taxonomy a config describes, read once per process.
+def dataset_class(name: str) -> type:
+    """The dataset class a taxonomy spec names, from MMagic's ``DATASETS``
+    (which imports this project's datasets on first use).
 
-    The model (table size, sub->super) and the dataset (labels, names) of a
+    Raises:
+        ValueError: For a name no registered dataset has, or a dataset
+            that cannot read a taxonomy from its files alone.
+    """
+    with DefaultScope.overwrite_default_scope('mmagic'):
+        cls = DATASETS.get(name)
+    if cls is None:
+        raise ValueError(f'taxonomy spec type {name!r} is not a registered '
+                         'dataset')
+    if not callable(getattr(cls, 'read_taxonomy', None)):
+        raise ValueError(
+            f'dataset {name!r} has no read_taxonomy: it cannot give the '
+            "model a taxonomy; use one of this project's datasets "
+            '(HierarchyDataset, INat2021Dataset, VegFruDataset, '
+            'LatentDataset) or a list of superclass ids')
+    return cls
+
+
+def read_taxonomy(spec: Union[Mapping, 'Taxonomy']) -> 'Taxonomy':
+    """The taxonomy a dataset spec describes, read once per process.
+
+    The model (table size, sub->super) and the datasets (labels, names) of a
     config share one spec, e.g. ``dict(type='INat2021Dataset',
     ann_file='data/inat2021/train_mini.json', super_rank='supercategory')``,
-    so that the taxonomy always comes from the data.
+    so that the taxonomy always comes from the data; the dataset class reads
+    it (its ``read_taxonomy`` classmethod) without building the dataset.
+
+    Raises:
+        ValueError: From :func:`dataset_class`, or the dataset's reader
+            (a missing or malformed annotation file, named).
     """
     if isinstance(spec, Taxonomy):
         return spec
     spec = dict(spec)
-    name = spec.pop('type')
-    if name not in TAXONOMY_READERS:
-        raise ValueError(f'no taxonomy reader {name!r}; known: '
-                         f'{sorted(TAXONOMY_READERS)}')
-    return _read(name, tuple(sorted(spec.items())))
+    cls = dataset_class(spec.pop('type'))
+    return _read(cls, tuple(sorted(spec.items())))
 
 
 # A taxonomy with names, or only the sub->super table (all a model holds).
@@ -281,11 +327,12 @@ def taxonomy_source(spec: Mapping) -> str:
 
 def spec_taxonomy(spec: Union[Mapping, Taxonomy, Sequence[int]]
                   ) -> Tuple[TaxonomyLike, str]:
-    """The taxonomy a model config gives (``model.backbone.sub2super``) and
+    """The taxonomy a model config gives (``model.backbone.taxonomy``) and
     where it comes from: a :class:`Taxonomy` read from the files of a
     dataset spec, or a plain sub->super list (ids only)."""
     if isinstance(spec, Taxonomy):
-        return spec, 'model.backbone.sub2super'
+        return spec, 'model.backbone.taxonomy'
     if isinstance(spec, Mapping):
-        return load_taxonomy(spec), taxonomy_source(spec)
-    return _table(spec), 'model.backbone.sub2super (a list of ids)'
+        return read_taxonomy(spec), taxonomy_source(spec)
+    return _table(spec), 'model.backbone.taxonomy (a list of ids)'
+

@@ -9,7 +9,7 @@ from mmengine.model import is_model_wrapper
 from torch import Tensor
 
 from mmagic.structures import DataSample
-from ..datasets.label_range import check_label_range
+from ..engine.label_range import check_label_range
 
 
 class ConditionalRequests:
@@ -85,11 +85,10 @@ class ConditionalSampling:
     def get_metric_sampler(self, model, dataloader, metrics):
         # Before any image is generated: labels beyond the model's table.
         module = model.module if is_model_wrapper(model) else model
-        embedder = getattr(getattr(module, 'backbone', None), 'y_embedder',
-                           None)
-        if embedder is not None:
-            check_label_range(dataloader.dataset, embedder.num_classes,
-                              'test')
+        num_classes = getattr(getattr(module, 'backbone', None),
+                              'num_classes', None)
+        if num_classes is not None:
+            check_label_range(dataloader.dataset, num_classes, 'test')
         return ConditionalRequests(
             dataloader.dataset,
             max(metric.fake_nums_per_device for metric in metrics),
