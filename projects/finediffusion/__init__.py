@@ -12,18 +12,26 @@ the models, hooks and metrics do not depend on them.
 """
 from importlib import import_module
 
-from . import compat  # noqa: F401,I001  (must precede every mmagic import)
-from . import weights_only  # noqa: F401,I001,E402  (before any load)
+from . import compat  # noqa: I001  (must precede every mmagic import)
+
+compat.fix_runner()  # before any checkpoint is written or read
+
 from mmagic.registry import DATASETS, TRANSFORMS  # noqa: E402
 from . import engine, evaluation, models  # noqa: F401,E402
 
 __version__ = '0.1.0'
 
-_DATASETS = 'finediffusion.datasets'
 
-for _registry in (DATASETS, TRANSFORMS):
-    if _registry._imported:
-        # Searched already: its locations will not be imported again.
-        import_module(_DATASETS)
-    elif _DATASETS not in _registry._locations:
-        _registry._locations.append(_DATASETS)
+def _import_datasets_on_first_use() -> None:
+    """Adds :mod:`finediffusion.datasets` to the import locations of
+    MMagic's ``DATASETS`` and ``TRANSFORMS``; imports it now if either was
+    searched already (a registry imports its locations once)."""
+    name = 'finediffusion.datasets'
+    for registry in (DATASETS, TRANSFORMS):
+        if registry._imported:
+            import_module(name)
+        elif name not in registry._locations:
+            registry._locations.append(name)
+
+
+_import_datasets_on_first_use()

@@ -96,6 +96,47 @@ def _changes(recorded: Any, spec: Any, entry: Any) -> Dict[str, tuple]:
     return changes
 
 
+def _carry(cfg: Config, records: dict, carried: List[str]) -> tuple:
+    """One pass of :func:`apply_copied_specs` over the records: carries
+    each changed part of a spec into the copies that still hold what they
+    copied (appending to ``carried``) and returns (parts taken by a copy,
+    parts refused by copies that set their own value, whether anything
+    changed), the parts as {(spec, key): [paths]}."""
+    taken: Dict[tuple, List[str]] = {}
+    refusing: Dict[tuple, List[str]] = {}
+    changed = False
+    for path, record in records.items():
+        name = record['spec']
+        if name not in cfg:
+            raise ValueError(f'{RECORDS}[{path!r}] copies {name!r}, '
+                             'which the config does not define')
+        entry = _get(cfg, path)
+        if entry is _MISSING:
+            continue  # removed on purpose (e.g. no test set)
+        spec = cfg[name]
+        for key, (value, held) in _changes(record['value'], spec,
+                                           entry).items():
+            part = (name, key)
+            current = (entry.get(key, _MISSING)
+                       if key and isinstance(entry, dict) else entry)
+            if held:
+                changed = True
+                carried.append(f'{name}{"." + key if key else ""} -> {path}')
+                if not key:
+                    _set(cfg, path, copy.deepcopy(value))
+                elif value is _MISSING:
+                    entry.pop(key, None)
+                else:
+                    entry[key] = copy.deepcopy(value)
+                taken.setdefault(part, []).append(path)
+            elif _plain(current) == _plain(value):
+                taken.setdefault(part, []).append(path)
+            else:
+                refusing.setdefault(part, []).append(path)
+        record['value'] = copy.deepcopy(spec)
+    return taken, refusing, changed
+
+
 def apply_copied_specs(cfg: Config) -> List[str]:
     """Carries changed shared specs into the copies the config records.
 
@@ -127,39 +168,7 @@ def apply_copied_specs(cfg: Config) -> List[str]:
         record['value'] = copy.deepcopy(record['value'])
     carried: List[str] = []
     for _ in range(len(records) + 1):
-        taken: Dict[tuple, List[str]] = {}
-        refusing: Dict[tuple, List[str]] = {}
-        changed = False
-        for path, record in records.items():
-            name = record['spec']
-            if name not in cfg:
-                raise ValueError(f'{RECORDS}[{path!r}] copies {name!r}, '
-                                 'which the config does not define')
-            entry = _get(cfg, path)
-            if entry is _MISSING:
-                continue  # removed on purpose (e.g. no test set)
-            spec = cfg[name]
-            for key, (value, held) in _changes(record['value'], spec,
-                                               entry).items():
-                part = (name, key)
-                current = (entry.get(key, _MISSING)
-                           if key and isinstance(entry, dict) else entry)
-                if held:
-                    changed = True
-                    carried.append(f'{name}{"." + key if key else ""} -> '
-                                   f'{path}')
-                    if not key:
-                        _set(cfg, path, copy.deepcopy(value))
-                    elif value is _MISSING:
-                        entry.pop(key, None)
-                    else:
-                        entry[key] = copy.deepcopy(value)
-                    taken.setdefault(part, []).append(path)
-                elif _plain(current) == _plain(value):
-                    taken.setdefault(part, []).append(path)
-                else:
-                    refusing.setdefault(part, []).append(path)
-            record['value'] = copy.deepcopy(spec)
+        taken, refusing, changed = _carry(cfg, records, carried)
         for (name, key), paths in refusing.items():
             if (name, key) not in taken:
                 shown = f'{name}.{key}' if key else name

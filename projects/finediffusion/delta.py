@@ -211,14 +211,7 @@ def peft_state_dict(model: nn.Module,
             gives (:func:`require_backbone`); the message names the keys.
     """
     peft = checkpoint['meta']['peft']
-    state = dict(checkpoint['state_dict'])
-    stale = [k for k in state if k.startswith(_STALE_EMA)]
-    if stale:
-        print_log(f'{source}: ignoring {len(stale)} {_STALE_EMA}* entries '
-                  '(frozen weights that earlier versions saved twice)',
-                  logger='current')
-        for key in stale:
-            del state[key]
+    state = _without_stale_ema(checkpoint['state_dict'], source)
     has_ema = _declares_ema(peft, state)
     require_keys(state, checkpoint_keys(peft['trainable'], has_ema),
                  f'{source} lacks tensors that its meta.peft declares '
@@ -243,6 +236,18 @@ def peft_state_dict(model: nn.Module,
     for key, value in own.items():
         state.setdefault(key, value)
     return state
+
+
+def _without_stale_ema(state: Dict[str, Tensor],
+                       source: str) -> Dict[str, Tensor]:
+    """A copy of ``state`` without the frozen weights that earlier versions
+    saved a second time under ``ema._paired.``."""
+    stale = [k for k in state if k.startswith(_STALE_EMA)]
+    if stale:
+        print_log(f'{source}: ignoring {len(stale)} {_STALE_EMA}* entries '
+                  '(frozen weights that earlier versions saved twice)',
+                  logger='current')
+    return {k: v for k, v in state.items() if not k.startswith(_STALE_EMA)}
 
 
 def is_peft_checkpoint(checkpoint: dict) -> bool:

@@ -119,6 +119,11 @@ class Taxonomy:
             return list(next(iter(meanings)))
         if re.fullmatch(r'[0-9]+', query):
             return [self._subclass_id(query)]
+        raise ValueError(f'unknown class or superclass name {query!r}'
+                         f'{self._closest(key)}')
+
+    def _closest(self, key: str) -> str:
+        """The names closest to a folded unknown name, for its message."""
         candidates = [c for c in self.names + self.common_names +
                       self.super_names if c]
         folded = {}
@@ -126,8 +131,7 @@ class Taxonomy:
             folded.setdefault(_fold(candidate), candidate)
         close = [folded[c] for c in difflib.get_close_matches(
             key, list(folded), n=5, cutoff=0.5)]
-        hint = f'; closest: {close}' if close else ''
-        raise ValueError(f'unknown class or superclass name {query!r}{hint}')
+        return f'; closest: {close}' if close else ''
 
     def _subclass_id(self, digits: str) -> int:
         sub = int(digits)

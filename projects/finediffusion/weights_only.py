@@ -12,17 +12,15 @@ False even without the variable. Passing ``weights_only=True`` explicitly
 wins over the variable; the types MMEngine itself writes are allowed by
 :mod:`finediffusion.compat`.
 
-Applied when ``finediffusion`` is imported (every tool and config of the
-project imports it before a Runner loads anything), not from ``compat``,
-which runs at every interpreter start of the environment: importing
-``mmengine.runner`` there would cost every Python process a second.
+Installed into MMEngine by :func:`finediffusion.compat.fix_runner` when
+``finediffusion`` is imported (every tool and config of the project imports
+it before a Runner loads anything).
 """
 import pickle
 import types
 from typing import Any, Optional
 
 import torch
-from mmengine.runner import checkpoint as mmengine_checkpoint
 
 
 def load_weights(f: Any, map_location: Any = None, **kwargs: Any) -> Any:
@@ -64,7 +62,7 @@ def load_url_weights_only(url: str,
         progress=progress, **kwargs)
 
 
-class _TorchLoadingWeightsOnly(types.ModuleType):
+class TorchLoadingWeightsOnly(types.ModuleType):
     """``torch`` as MMEngine's checkpoint module sees it: the same module
     except that ``load`` is :func:`load_weights`. Replacing the module's
     name covers every loader registered there (local files, pavi, s3/petrel,
@@ -75,6 +73,3 @@ class _TorchLoadingWeightsOnly(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         return getattr(torch, name)
 
-
-mmengine_checkpoint.torch = _TorchLoadingWeightsOnly('torch')
-mmengine_checkpoint.load_url = load_url_weights_only

@@ -1,4 +1,6 @@
-"""Resuming exactly: whole checkpoint files and restored random states."""
+"""Resuming exactly: the checkpoint to resume from and restored random
+states (checkpoints are written atomically: see
+:func:`finediffusion.compat.fix_runner`)."""
 import glob
 import os
 import os.path as osp
@@ -12,34 +14,8 @@ from mmengine.dist import all_gather_object, get_rank
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.runner import Runner
-from mmengine.runner import runner as mmengine_runner
 
 from mmagic.registry import HOOKS
-
-_save_checkpoint = mmengine_runner.save_checkpoint
-
-
-def _atomic_save_checkpoint(checkpoint: dict, filename: str, *args,
-                            **kwargs) -> None:
-    """MMEngine's save_checkpoint, writing ``<file>.<pid>.partial`` then
-    renaming.
-
-    A run killed while writing leaves the previous checkpoints and a
-    ``.partial`` file, never a truncated checkpoint under a real name. The
-    process id keeps two writers of one name (two runs on one work dir, if
-    one bypasses :mod:`.work_dir_lock`) from renaming each other's files.
-    """
-    if '://' in str(filename):  # remote backends keep their own semantics
-        return _save_checkpoint(checkpoint, filename, *args, **kwargs)
-    partial = f'{filename}.{os.getpid()}.partial'
-    _save_checkpoint(checkpoint, partial, *args, **kwargs)
-    os.replace(partial, filename)
-
-
-# The Runner calls the name it imported; every run of the plugin writes
-# checkpoints atomically.
-mmengine_runner.save_checkpoint = _atomic_save_checkpoint
-
 
 def latest_checkpoint(work_dir: str) -> Optional[str]:
     """The checkpoint to resume: MMEngine's ``last_checkpoint`` pointer if

@@ -2,7 +2,7 @@
 release and of its (and fast-DiT's) ``train.py`` checkpoints, loaded into a
 :class:`TieredDiT` by name, and a TieredDiT saved in that layout."""
 import argparse
-from typing import Dict
+from typing import Dict, List, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -107,8 +107,28 @@ def load_official_dit(model: nn.Module, path: str,
         raise ValueError(f'{path} has keys that a TieredDiT lacks: '
                          f'{unexpected[:10]}')
     skipped = [IMAGENET_TABLE] if IMAGENET_TABLE in state else []
-    kept_init = []
-    to_load = {}
+    to_load, kept_init = _matched(state, own, path)
+    model.load_state_dict(to_load, strict=False)
+    print_log(
+        f'Loaded {len(to_load)} tensors from {path}; skipped {skipped}; '
+        f'kept {len(kept_init)} at init: {kept_init}', logger='current')
+    return dict(
+        skipped=skipped,
+        kept_init=kept_init,
+        class_table=state.get(IMAGENET_TABLE))
+
+
+def _matched(state: Dict[str, Tensor], own: Dict[str, Tensor],
+             path: str) -> Tuple[Dict[str, Tensor], List[str]]:
+    """The checkpoint's tensors for the model's keys, and the model keys
+    left at their initialization (the class table, the taxonomy and the
+    tensors DiT lacks).
+
+    Raises:
+        ValueError: For a missing key of DiT's or a tensor of another
+            shape, naming the file and the key.
+    """
+    to_load, kept_init = {}, []
     for key, value in own.items():
         if key in (IMAGENET_TABLE, TIERED_BUFFER):
             kept_init.append(key)
@@ -124,15 +144,7 @@ def load_official_dit(model: nn.Module, path: str,
                 'patch size, input size or channel count?)')
         else:
             to_load[key] = state[key]
-    model.load_state_dict(to_load, strict=False)
-    print_log(
-        f'Loaded {len(to_load)} tensors from {path}; skipped {skipped}; '
-        f'kept {len(kept_init)} at init: {kept_init}', logger='current')
-    table = state.get(IMAGENET_TABLE)
-    return dict(
-        skipped=skipped,
-        kept_init=kept_init,
-        class_table=table)
+    return to_load, kept_init
 
 
 def _is_new_in_tiered_dit(key: str) -> bool:

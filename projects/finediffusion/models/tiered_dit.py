@@ -261,17 +261,10 @@ class TieredDiT(BaseModule):
         _check_init_options(pretrained, pretrained_weights, class_init,
                             class_init_std)
         depth, hidden_size, num_heads = _arch_sizes(arch)
-        height, width = ((input_size, input_size) if isinstance(
-            input_size, int) else tuple(input_size))
-        if height % patch_size or width % patch_size:
-            raise ValueError(f'input_size {input_size} is not a multiple of '
-                             f'patch_size {patch_size}')
         sub2super = (read_taxonomy(taxonomy).sub2super if isinstance(
             taxonomy, (Mapping, Taxonomy)) else list(taxonomy))
-        if num_classes is None:
-            num_classes = len(sub2super)
         self.patch_size = patch_size
-        self.grid = (height // patch_size, width // patch_size)
+        self.grid = _patch_grid(input_size, patch_size)
         self.in_channels = in_channels
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.pretrained = pretrained
@@ -282,7 +275,7 @@ class TieredDiT(BaseModule):
         self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = TieredEmbedder(
-            num_classes,
+            len(sub2super) if num_classes is None else num_classes,
             sub2super,
             hidden_size,
             super_prob=super_prob,
@@ -479,6 +472,17 @@ def _arch_sizes(arch: Union[str, Dict[str, int]]) -> Tuple[int, int, int]:
         return DIT_SIZES[arch]
     raise ValueError(f'arch must be one of {list(DIT_SIZES)} or a dict, got '
                      f'{arch!r}')
+
+
+def _patch_grid(input_size: Union[int, Tuple[int, int]],
+                patch_size: int) -> Tuple[int, int]:
+    """(rows, columns) of patches of an input (latent) size."""
+    height, width = ((input_size, input_size) if isinstance(
+        input_size, int) else tuple(input_size))
+    if height % patch_size or width % patch_size:
+        raise ValueError(f'input_size {input_size} is not a multiple of '
+                         f'patch_size {patch_size}')
+    return height // patch_size, width // patch_size
 
 
 def _check_init_options(pretrained: Optional[str], pretrained_weights: str,
