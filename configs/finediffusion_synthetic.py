@@ -13,7 +13,7 @@ taxonomy = dict(_delete_=True, type='HierarchyDataset', data_root=data_root)
 
 model = dict(
     backbone=dict(
-        sub2super=taxonomy,
+        taxonomy=taxonomy,
         affine_norms=True,
         # Written by tools/demo.py from the pretraining run's EMA weights,
         # in the official DiT layout.

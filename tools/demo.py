@@ -266,9 +266,9 @@ class Stages:
         for batch in labels.to(self.device).split(p['batch']):
             images = model.sample(
                 batch,
-                num_steps=p['steps'],
+                num_sampling_steps=p['steps'],
                 guidance=guidance,
-                sampler=dict(type='DPMSolverMultistepScheduler'),
+                scheduler=dict(type='DPMSolverMultistepScheduler'),
                 generator=generator)
             out.append(((images + 1) * 127.5).round().clamp(0, 255).byte()
                        .cpu())

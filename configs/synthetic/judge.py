@@ -32,7 +32,7 @@ data_preprocessor = dict(
     num_classes=num_classes, mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True)
 
 pipeline = [
-    dict(type='mmagic.LoadTieredImage', key='gt', channel_order='bgr'),
+    dict(type='mmagic.LoadRGBImage', key='gt', channel_order='bgr'),
     dict(type='PackInputs', input_key='gt'),
 ]
 train_dataloader = dict(

@@ -11,7 +11,7 @@ model = dict(
     type='FineDiffusion',
     backbone=dict(
         type='TieredDiT',
-        sub2super=taxonomy,
+        taxonomy=taxonomy,
         arch=dict(depth=4, hidden_size=128, num_heads=4),
         patch_size=4,
         input_size=32,
@@ -30,12 +30,12 @@ model = dict(
     diffusion=dict(type='DiTDiffusion', snr_gamma=1.0),
     # A short run: the EMA must forget the random init within it.
     ema_decay=0.99,
-    sampler=dict(type='DPMSolverMultistepScheduler'),
-    sample_steps=20,
-    data_preprocessor=dict(type='TieredDataPreprocessor'))
+    scheduler=dict(type='DPMSolverMultistepScheduler'),
+    num_sampling_steps=20,
+    data_preprocessor=dict(type='DiTDataPreprocessor'))
 
 train_pipeline = [
-    dict(type='LoadTieredImage', key='gt'),
+    dict(type='LoadRGBImage', key='gt'),
     dict(type='PackInputs', keys='gt'),
 ]
 train_dataloader = dict(
@@ -51,7 +51,7 @@ train_dataloader = dict(
 # them (finediffusion.config.apply_copied_specs).
 copied_specs = {
     'taxonomy.data_root': dict(spec='data_root', value=data_root),
-    'model.backbone.sub2super': dict(spec='taxonomy', value=taxonomy),
+    'model.backbone.taxonomy': dict(spec='taxonomy', value=taxonomy),
     'train_dataloader.dataset': dict(spec='taxonomy', value=taxonomy),
     'train_dataloader.dataset.pipeline':
     dict(spec='train_pipeline', value=train_pipeline),
@@ -70,7 +70,7 @@ param_scheduler = [
          end=50),
 ]
 custom_hooks = [
-    dict(type='PEFTFreezeHook'),
+    dict(type='PEFTCheckpointHook'),
     dict(type='TrainableEMAHook'),
 ]
 env_cfg = dict(cudnn_benchmark=False)

@@ -4,7 +4,7 @@ from typing import Dict, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .datasets.taxonomy import Taxonomy
+from .taxonomy import Taxonomy
 
 
 def class_grid(columns: Dict[str, np.ndarray],

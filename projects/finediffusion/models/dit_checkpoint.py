@@ -155,7 +155,8 @@ def _is_new_in_tiered_dit(key: str) -> bool:
             or parts[-1] in ('scale_attn', 'scale_mlp'))
 
 
-def save_official_dit(model: nn.Module, path: str, use_ema: bool = True) -> int:
+def save_official_dit(model: nn.Module, path: str,
+                      use_ema: bool = True) -> int:
     """Writes a FineDiffusion's backbone as an official-layout DiT state
     dict, which ``TieredDiT(pretrained=...)`` loads like the released
     checkpoints (its class table is skipped there, its taxonomy buffer is

@@ -180,19 +180,21 @@ class DiTDiffusion:
             t (Tensor): Steps, shape (N, ).
             clip_denoised (bool): Clip the predicted x0 to [-1, 1].
         """
-        eps, var_values = self._split(output, xt)
+        eps, var_values = self._split(output, xt)  # (N, C, H, W) each
         if self.learn_sigma:
             min_log = self._at(self.posterior_log_variance_clipped, t, xt)
             max_log = self._at(self.log_betas, t, xt)
-            frac = (var_values + 1) / 2
+            frac = (var_values + 1) / 2  # [-1, 1] -> [0, 1]
+            # (N, C, H, W)
             log_variance = frac * max_log + (1 - frac) * min_log
         else:
+            # (N, 1, 1, 1)
             log_variance = self._at(self.fixed_log_variance, t, xt)
         pred_x0 = (self._at(self.sqrt_recip_alphas_cumprod, t, xt) * xt -
                    self._at(self.sqrt_recipm1_alphas_cumprod, t, xt) * eps)
         if clip_denoised:
             pred_x0 = pred_x0.clamp(-1, 1)
-        mean, _ = self.q_posterior(pred_x0, xt, t)
+        mean, _ = self.q_posterior(pred_x0, xt, t)  # (N, C, H, W)
         return dict(mean=mean, log_variance=log_variance, pred_x0=pred_x0)
 
     def _split(self, output: Tensor, xt: Tensor):
@@ -246,9 +248,9 @@ class DiTDiffusion:
             # Not randn_like: the draw must not depend on x0's memory layout
             # (latents from the VAE and from a cache differ in strides).
             noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype)
-        xt = self.q_sample(x0, t, noise)
-        eps, var_values = self._split(model_fn(xt, t), xt)
-        mse = mean_flat((noise - eps)**2)
+        xt = self.q_sample(x0, t, noise)  # (N, C, H, W)
+        eps, var_values = self._split(model_fn(xt, t), xt)  # (N, C, H, W)
+        mse = mean_flat((noise - eps)**2)  # (N, )
         weighted = mse if self.mse_weights is None else (
             self._at(self.mse_weights, t, mse) * mse)
         if not self.learn_sigma:
@@ -307,7 +309,7 @@ class DiTDiffusion:
             steps = tqdm(steps, desc='sampling', leave=False)
         for i in steps:
             t = torch.full((len(x), ), i, device=x.device, dtype=torch.long)
-            model_t = self._at(self.timestep_map, t, t)
+            model_t = self._at(self.timestep_map, t, t)  # (N, ) original steps
             out = self.p_mean_variance(model_fn(x, model_t), x, t)
             if i == 0:
                 return out['mean']

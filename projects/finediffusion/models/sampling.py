@@ -195,7 +195,8 @@ def build_scheduler(cfg: dict, learn_sigma: bool = True):
     for key in ('from_pretrained', 'from_config'):
         if key in options:
             raise ValueError(
-                f'scheduler {name}: {key} would load another model\'s process; '
+                f'scheduler {name}: {key} would load another model\'s '
+                'process; '
                 'the scheduler is set to DiT\'s, give only its type')
     accepted = _options(name)
     for key, value in options.items():
