@@ -54,7 +54,7 @@ def build_config(args: argparse.Namespace) -> Config:
                              'dict(base_batch_size=...) in the config')
         cfg.auto_scale_lr.enable = True
     if args.amp:
-        # bf16 needs no loss scaling (and is what the H200 figures use).
+        # bf16 needs no loss scaling.
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.dtype = 'bfloat16'
 
