@@ -1,5 +1,5 @@
 """The demo's pretraining loss curve in float32 against bf16 with a compiled
-backbone, through tools/train.py (issue 16's correctness target).
+backbone, through tools/train.py: the fast path must train as float32 does.
 
 Writes the demo's synthetic base image set at a scale of ``tools/demo.py``
 (``SCALES``), then trains ``configs/synthetic/pretrain_base.py`` with that

@@ -11,7 +11,7 @@ on the CPU in a few minutes (about 6 GB of memory).
 
 Prints one JSON object: the state-dict keys counted by kind, the other
 top-level entries, the bytes of each part and of ``iter_1.pth``; the full
-key list goes to ROOT/iter_1_keys.json. Figures measured here:
+key list goes to ROOT/iter_1_keys.json. Recorded output:
 benchmarks/peft_checkpoint_2026-11-30.json (key list:
 benchmarks/peft_checkpoint_keys_dit_xl_2.json).
 

@@ -15,7 +15,7 @@ train_cfg = dict(
     type='ResumableIterBasedTrainLoop', max_iters=100000, val_interval=10000)
 val_cfg = dict(type='MultiValLoop')
 test_cfg = dict(type='MultiTestLoop')
-# Inception and AlexNet weights are read from disk (README, Evaluation).
+# Inception and AlexNet weights are read from disk (README, Usage: Testing).
 val_evaluator = dict(type='Evaluator', metrics=[
     dict(type='ConditionalFID', fake_nums=1000, prefix='FID-1k',
          sample_kwargs=dict(

@@ -12,7 +12,7 @@ train_cfg = dict(
 # without a val loop and evaluator (for training and testing alike).
 val_cfg = dict(type='MultiValLoop')
 test_cfg = dict(type='MultiTestLoop')
-# Inception and AlexNet weights are read from disk (README, Evaluation).
+# Inception and AlexNet weights are read from disk (README, Usage: Testing).
 val_evaluator = dict(type='Evaluator', metrics=[
     dict(type='ConditionalFID', fake_nums=1000, prefix='FID-1k',
          sample_kwargs=dict(

@@ -8,19 +8,18 @@ Example:
 """
 import argparse
 import json
-import os
 import os.path as osp
 
 import torch
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
+from finediffusion.cli import (add_config_arguments, add_runner_arguments,
+                               load_runner_config, parse_runner_args)
 from finediffusion.engine.distributed import use_cpu_distributed
 from finediffusion.inference import (add_precision_arguments,
                                       apply_precision,
                                       check_weights_taxonomy)
 from finediffusion.delta import delta_taxonomy, load_delta
-from finediffusion.config import load_config
-from mmengine.config import DictAction
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -36,37 +35,18 @@ class KeepMetrics(Hook):
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test a model')
-    parser.add_argument('config', help='config file')
+    add_config_arguments(parser, work_dir_help='where logs and metrics go')
     parser.add_argument(
         'checkpoint', help='training checkpoint (.pth) or delta '
         '(.safetensors, applied to the config\'s base weights)')
-    parser.add_argument('--work-dir', help='where logs and metrics go')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_runner_arguments(parser)
     add_precision_arguments(parser)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_runner_args(parser)
 
 
 def main() -> None:
     args = parse_args()
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-    except ValueError as error:
-        raise SystemExit(f'error: {error}')
-    cfg.launcher = args.launcher
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_runner_config(args)
     if cfg.launcher == 'pytorch' and not torch.cuda.is_available():
         use_cpu_distributed(cfg)
     precision = apply_precision(cfg, args, torch.cuda.is_available())

@@ -1,7 +1,17 @@
-"""Argument types shared by the command-line tools: a bad value is an
-argparse usage error (exit status 2, naming the option and the value)
-before anything loads, not a traceback or a hang later."""
+"""What the command-line tools share: argument types, under which a bad
+value is an argparse usage error (exit status 2, naming the option and the
+value) before anything loads, not a traceback or a hang later; and the
+arguments and config loading of the tools that run the MMEngine Runner
+(``tools/train.py``, ``tools/test.py``)."""
 import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+
+from .config import load_config
+
+LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
 
 def _integer(text: str) -> int:
@@ -50,3 +60,62 @@ def class_query(text: str) -> str:
             f'empty class name {text!r}: give a class id, a subclass or a '
             'superclass name')
     return text
+
+
+def add_config_arguments(parser: argparse.ArgumentParser,
+                         work_dir_help: str) -> None:
+    """The positional config file and ``--work-dir`` of a Runner tool.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser.
+        work_dir_help (str): The help of ``--work-dir`` (what the tool
+            writes there).
+    """
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help=work_dir_help)
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser,
+                         cfg_options_help: str = 'override config entries'
+                         ) -> None:
+    """``--cfg-options``, ``--launcher`` and ``--local-rank``, as the Runner
+    tools take them.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser.
+        cfg_options_help (str): The help of ``--cfg-options``.
+    """
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, help=cfg_options_help)
+    parser.add_argument(
+        '--launcher', choices=list(LAUNCHERS), default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank (or --local_rank).
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_runner_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parses the command line and exports ``--local-rank`` as
+    ``LOCAL_RANK`` where the launcher has not set it."""
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def load_runner_config(args: argparse.Namespace) -> Config:
+    """The config of ``args.config`` with ``--cfg-options`` merged (see
+    :func:`finediffusion.config.load_config`), its launcher and its work
+    dir: ``--work-dir``, else the config's, else
+    ``work_dirs/<config name>``.
+
+    Raises:
+        SystemExit: For an override that the config refuses.
+    """
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+    except ValueError as error:
+        raise SystemExit(f'error: {error}')
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg

@@ -13,7 +13,7 @@ statistics.
 import json
 import os
 import os.path as osp
-from typing import Callable, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -80,31 +80,23 @@ def _collate(items: List[tuple]) -> tuple:
 
 
 @torch.no_grad()
-def cache_latents(dataset,
-                  encode: Callable[[torch.Tensor], tuple],
-                  cache_dir: str,
-                  description: dict,
-                  shard_size: int = 1024,
-                  batch_size: int = 32,
-                  progress: bool = True,
+def cache_latents(dataset, encode: Callable[[torch.Tensor], tuple],
+                  cache_dir: str, description: dict, shard_size: int = 1024,
+                  batch_size: int = 32, progress: bool = True,
                   data_preprocessor: Optional[Callable] = None,
-                  dtype: str = 'float32',
-                  workers: int = 0,
+                  dtype: str = 'float32', workers: int = 0,
                   pin_memory: bool = False) -> dict:
     """Encodes ``dataset`` into ``cache_dir``, resuming a previous run.
 
     Finished shards (listed in the manifest) are kept; a shard whose writing
     was interrupted is encoded again. Images that fail to load are left out
-    and counted in the manifest. An image the VAE encodes to non-finite
-    values (or to values beyond the range of ``dtype``) stops the run
-    before its shard is written. The images are loaded by a PyTorch
-    ``DataLoader`` in batches of ``batch_size`` within each shard, in index
-    order: the files do not depend on ``workers``.
+    and counted in the manifest. The images are loaded in batches of
+    ``batch_size`` within each shard, in index order: the files do not
+    depend on ``workers``.
 
     Args:
         dataset: A :class:`TieredImageDataset` whose pipeline yields
-            ``inputs`` (uint8, CHW, in the order its loader records)
-            without random flips.
+            ``inputs`` (uint8, CHW, in its loader's order), without flips.
         encode (callable): Maps the model's images (RGB in [-1, 1],
             (N, 3, H, W), on the data preprocessor's device) to the VAE
             posterior (mean, std), each (N, C, h, w).
@@ -114,15 +106,12 @@ def cache_latents(dataset,
         shard_size (int): Images per shard file.
         batch_size (int): Images per VAE call (x2 with the mirror images).
         progress (bool): Show a progress bar.
-        data_preprocessor (callable, optional): The model's, which turns the
-            loaded images into the model's (in training mode), as when
-            training on images. Defaults to a
+        data_preprocessor (callable, optional): The model's (in training
+            mode), as when training on images. Defaults to a
             :class:`TieredDataPreprocessor` (RGB in [-1, 1]) on the CPU.
         dtype (str): How mean and std are stored: 'float32', 'float16' or
-            'bfloat16' (recorded in the manifest; a resumed run must
-            match it).
-        workers (int): Data-loader worker processes loading the images; 0
-            loads them in this process.
+            'bfloat16' (a resumed run must match it).
+        workers (int): Data-loader workers; 0 loads in this process.
         pin_memory (bool): Loads into pinned memory (for a CUDA encoder).
 
     Returns:
@@ -132,85 +121,167 @@ def cache_latents(dataset,
         ValueError: For an unknown ``dtype``, or a folder holding a cache of
             another description, dataset, shard size or dtype.
         NonFiniteLatentError: Naming the images (path, dataset index) whose
-            posterior holds NaN or inf; the finished shards stay and a rerun
-            resumes.
+            posterior holds NaN or inf, or values beyond the range of
+            ``dtype``; the finished shards stay and a rerun resumes.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f'cache_latents: dtype must be one of '
-                         f'{sorted(DTYPES)}, got {dtype!r}')
+    manifest = _start_manifest(dataset, cache_dir, description, shard_size,
+                               dtype)
     if data_preprocessor is None:
         # Imported here: the models package imports the datasets package.
         from ..models.data_preprocessor import TieredDataPreprocessor
         data_preprocessor = TieredDataPreprocessor()
+    todo = _unfinished_shards(manifest, shard_size, batch_size)
+    loaded = _load_in_order(dataset, todo, workers, pin_memory)
+    _encode_shards(loaded, todo, manifest, cache_dir, progress,
+                   dataset=dataset, encode=encode,
+                   data_preprocessor=data_preprocessor, dtype=DTYPES[dtype])
+    manifest['complete'] = True
+    _write_json(osp.join(cache_dir, MANIFEST), manifest)
+    return manifest
+
+
+def _start_manifest(dataset, cache_dir: str, description: dict,
+                    shard_size: int, dtype: str) -> dict:
+    """Creates ``cache_dir`` and returns the manifest of a new cache, or
+    that of the cache already there (with its finished shards) when it was
+    written for the same description, dataset size, shard size, dtype and
+    taxonomy.
+
+    Raises:
+        ValueError: For an unknown ``dtype`` (before anything is created),
+            or a cache written with any of these different.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f'cache_latents: dtype must be one of '
+                         f'{sorted(DTYPES)}, got {dtype!r}')
     os.makedirs(cache_dir, exist_ok=True)
     path = osp.join(cache_dir, MANIFEST)
     manifest = dict(format=FORMAT, description=description,
                     num_images=len(dataset), shard_size=shard_size,
                     dtype=dtype, taxonomy=dataset.metainfo['taxonomy'],
                     shards={}, skipped=[])
-    if osp.isfile(path):
-        previous = read_manifest(cache_dir)
-        previous.setdefault('dtype', UNNAMED_DTYPE)
-        for key in ('description', 'num_images', 'shard_size', 'dtype',
-                    'taxonomy'):
-            if previous[key] != manifest[key]:
-                raise ValueError(f'{path} was written for another {key}: '
-                                 'use a new folder or remove it')
-        manifest = previous
-    num_shards = -(-len(dataset) // shard_size)
-    names = [f'shard_{shard:05d}.safetensors' for shard in range(num_shards)]
-    todo = [shard for shard, name in enumerate(names)
-            if name not in manifest['shards']]
+    if not osp.isfile(path):
+        return manifest
+    previous = read_manifest(cache_dir)
+    previous.setdefault('dtype', UNNAMED_DTYPE)
+    for key in ('description', 'num_images', 'shard_size', 'dtype',
+                'taxonomy'):
+        if previous[key] != manifest[key]:
+            raise ValueError(f'{path} was written for another {key}: '
+                             'use a new folder or remove it')
+    return previous
 
-    def batches_of(shard: int) -> List[List[int]]:
-        first = shard * shard_size
-        last = min(first + shard_size, len(dataset))
-        return [list(range(start, min(start + batch_size, last)))
-                for start in range(first, last, batch_size)]
 
+def _unfinished_shards(manifest: dict, shard_size: int,
+                       batch_size: int) -> Dict[str, List[List[int]]]:
+    """The file name of each shard that ``manifest`` does not list as
+    finished, in order, with its dataset indices in batches of
+    ``batch_size`` (the last one shorter)."""
+    num_images = manifest['num_images']
+    todo = {}
+    for first in range(0, num_images, shard_size):
+        name = f'shard_{first // shard_size:05d}.safetensors'
+        if name in manifest['shards']:
+            continue
+        last = min(first + shard_size, num_images)
+        todo[name] = [list(range(start, min(start + batch_size, last)))
+                      for start in range(first, last, batch_size)]
+    return todo
+
+
+def _load_in_order(dataset, todo: Dict[str, List[List[int]]], workers: int,
+                   pin_memory: bool) -> Iterator[tuple]:
+    """The batches of ``todo``, in order, as :func:`_collate` gives them,
+    loaded by ``workers`` data-loader workers (0: in this process)."""
     loader = DataLoader(
         _Prepared(dataset),
-        batch_sampler=[batch for shard in todo for batch in batches_of(shard)],
+        batch_sampler=[batch for batches in todo.values()
+                       for batch in batches],
         num_workers=workers, collate_fn=_collate, pin_memory=pin_memory)
-    batches = iter(loader)
-    bar = tqdm(total=len(dataset), disable=not progress, unit='img',
+    return iter(loader)
+
+
+def _encode_shards(loaded: Iterator[tuple], todo: Dict[str, List[List[int]]],
+                   manifest: dict, cache_dir: str, progress: bool,
+                   **encoder) -> None:
+    """Encodes and writes the shards of ``todo`` as ``loaded`` yields their
+    batches, recording each finished shard in the manifest on disk.
+
+    Args:
+        loaded (iterator): :func:`_collate`'s tuples, batch after batch.
+        todo (dict): The shards to write (:func:`_unfinished_shards`).
+        manifest (dict): The cache's manifest, updated.
+        cache_dir (str): The cache folder.
+        progress (bool): Show a progress bar.
+        **encoder: ``dataset``, ``encode``, ``data_preprocessor`` and
+            ``dtype``, as :func:`_encode_shard` takes them.
+    """
+    num_images = manifest['num_images']
+    bar = tqdm(total=num_images, disable=not progress, unit='img',
                desc='encoding')
-    bar.update(len(dataset) - sum(
-        len(indices) for shard in todo for indices in batches_of(shard)))
-    for shard in todo:
-        means, stds, labels, kept = [], [], [], []
-        for indices in batches_of(shard):
-            encoded, skipped, batch = next(batches)
-            manifest['skipped'].extend(skipped)
-            bar.update(len(indices))
-            if batch is None:
-                continue
-            labels.extend(batch['data_samples'].gt_label.label.reshape(
-                -1).tolist())
-            x = data_preprocessor(batch, True)['inputs']
-            mean, std = encode(torch.cat([x, x.flip(-1)]))
-            # Checked as stored: float16 overflows beyond 65504.
-            mean, std = mean.to(DTYPES[dtype]), std.to(DTYPES[dtype])
-            n = len(encoded)
-            _refuse_nonfinite(dataset, encoded, mean, std, names[shard],
-                              len(manifest['shards']))
-            kept.extend(encoded)
-            means.append(torch.stack([mean[:n], mean[n:]], dim=1).cpu())
-            stds.append(torch.stack([std[:n], std[n:]], dim=1).cpu())
-        tensors = dict(
-            mean=torch.cat(means).contiguous(),
-            std=torch.cat(stds).contiguous(),
-            labels=torch.tensor(labels, dtype=torch.int64),
-            indices=torch.tensor(kept, dtype=torch.int64))
-        partial = _partial(osp.join(cache_dir, names[shard]))
-        save_file(tensors, partial)
-        os.replace(partial, osp.join(cache_dir, names[shard]))
-        manifest['shards'][names[shard]] = len(kept)
-        _write_json(path, manifest)
+    bar.update(num_images - sum(
+        len(indices) for batches in todo.values() for indices in batches))
+    for name, batches in todo.items():
+        tensors = _encode_shard(loaded, batches, manifest, bar,
+                                shard_name=name, **encoder)
+        _save_shard(tensors, osp.join(cache_dir, name))
+        manifest['shards'][name] = len(tensors['indices'])
+        _write_json(osp.join(cache_dir, MANIFEST), manifest)
     bar.close()
-    manifest['complete'] = True
-    _write_json(path, manifest)
-    return manifest
+
+
+def _encode_shard(loaded: Iterator[tuple], batches: List[List[int]],
+                  manifest: dict, bar: tqdm, *, dataset,
+                  encode: Callable[[torch.Tensor], tuple],
+                  data_preprocessor: Callable, dtype: torch.dtype,
+                  shard_name: str) -> Dict[str, torch.Tensor]:
+    """Encodes the batches of one shard as ``loaded`` yields them
+    (:func:`_collate`'s tuples), adding the images that failed to load to
+    ``manifest['skipped']``.
+
+    Returns:
+        dict: The shard's tensors: ``mean`` and ``std`` (N, 2, C, h, w) in
+        ``dtype``, ``labels`` and ``indices`` (N, ) int64.
+
+    Raises:
+        NonFiniteLatentError: Before anything of the shard is written.
+    """
+    means, stds, labels, kept = [], [], [], []
+    for indices in batches:
+        encoded, skipped, batch = next(loaded)
+        manifest['skipped'].extend(skipped)
+        bar.update(len(indices))
+        if batch is None:
+            continue
+        labels.extend(batch['data_samples'].gt_label.label.reshape(
+            -1).tolist())
+        x = data_preprocessor(batch, True)['inputs']
+        mean, std = encode(torch.cat([x, x.flip(-1)]))
+        # Checked as stored: float16 overflows beyond 65504.
+        mean, std = mean.to(dtype), std.to(dtype)
+        _refuse_nonfinite(dataset, encoded, mean, std, shard_name,
+                          len(manifest['shards']))
+        kept.extend(encoded)
+        means.append(_by_flip(mean, len(encoded)))
+        stds.append(_by_flip(std, len(encoded)))
+    return dict(
+        mean=torch.cat(means).contiguous(),
+        std=torch.cat(stds).contiguous(),
+        labels=torch.tensor(labels, dtype=torch.int64),
+        indices=torch.tensor(kept, dtype=torch.int64))
+
+
+def _by_flip(encoded: torch.Tensor, n: int) -> torch.Tensor:
+    """Rows i and i + n of ``encoded`` (an image and its mirror) as
+    ``[i, 0]`` and ``[i, 1]``, on the CPU."""
+    return torch.stack([encoded[:n], encoded[n:]], dim=1).cpu()
+
+
+def _save_shard(tensors: Dict[str, torch.Tensor], path: str) -> None:
+    """Writes a shard file, renamed into place once complete."""
+    partial = _partial(path)
+    save_file(tensors, partial)
+    os.replace(partial, path)
 
 
 class NonFiniteLatentError(ValueError):
