@@ -171,4 +171,4 @@ def test_dumped_config_reloads_to_the_same(tmp_path):
     again = load_config(str(tmp_path / 'dumped.py'))
     assert again.to_dict() == cfg.to_dict()
     assert Config.fromfile(str(tmp_path / 'dumped.py')).model.backbone[
-        'sub2super']['super_rank'] == 'order'
+        'taxonomy']['super_rank'] == 'order'

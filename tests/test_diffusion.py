@@ -105,7 +105,10 @@ class NoiseLike(torch.nn.Module):
     def __init__(self, dit):
         super().__init__()
         self.dit = dit
-        self.has_null_class = dit.has_null_class
+
+    @property
+    def has_null_class(self):
+        return self.dit.has_null_class
 
     def forward(self, x, t, y, tiers='sub'):
         out = self.dit(x, t, y, tiers)

@@ -293,8 +293,13 @@ def adm_grid(steps):
 class Model(NoiseLike):
     """NoiseLike with the attributes FineDiffusion.sample reads."""
 
+    # The rest of the backbone API FineDiffusion uses, on the DiT's embedder.
+    class_table, num_classes = TieredDiT.class_table, TieredDiT.num_classes
+    check_labels, token_drop = TieredDiT.check_labels, TieredDiT.token_drop
+
     def __init__(self, dit):
         super().__init__(dit)
+        self.y_embedder = dit.y_embedder
         self.grid, self.patch_size = dit.grid, dit.patch_size
         self.in_channels, self.out_channels = dit.in_channels, dit.out_channels
         self.pos_embed = dit.pos_embed
@@ -496,14 +501,14 @@ def test_an_older_diffusers_is_named(monkeypatch):
     """A diffusers without an option DiT's process needs (DPM-Solver++'s
     final_sigmas_type arrived in 0.26) is refused by name, not by the
     scheduler's TypeError."""
-    from finediffusion.models import solvers
-    options = solvers._options
+    from finediffusion.models import sampling
+    options = sampling._options
 
     def older(name):
         return {k: p for k, p in options(name).items()
                 if k != 'final_sigmas_type'}
 
-    monkeypatch.setattr(solvers, '_options', older)
+    monkeypatch.setattr(sampling, '_options', older)
     with pytest.raises(ValueError, match=r"no option \['final_sigmas_type'\]"
                        r'.*requirements/lock.txt'):
         build_scheduler(dict(type='DPMSolverMultistepScheduler'))
