@@ -40,6 +40,10 @@ def names():
 register_all_modules()
 before = names()
 import finediffusion
+# The datasets and transforms register when their registries are first
+# searched, as a Runner does before building any.
+registries.DATASETS.get('HierarchyDataset')
+registries.TRANSFORMS.get('LoadRGBImage')
 after = names()
 print(json.dumps({name: sorted(after[name] - before[name])
                   for name in after if after[name] - before[name]}))

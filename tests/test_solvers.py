@@ -354,14 +354,13 @@ def models(tmp_path_factory):
 
 def reference_out_fn(backbone):
     """The fine-grained-guided output, epsilon from two separate calls."""
-    sup = torch.tensor(SUB2SUPER)[LABELS] + len(SUB2SUPER)
 
     def out_fn(x, t):
         xf = torch.from_numpy(x).float()
         ts = torch.full((len(LABELS), ), t, dtype=torch.float32)
         with torch.no_grad():
-            sub_out = backbone(xf, ts, LABELS).double().numpy()
-            sup_out = backbone(xf, ts, sup).double().numpy()
+            sub_out = backbone(xf, ts, LABELS, 'sub').double().numpy()
+            sup_out = backbone(xf, ts, LABELS, 'super').double().numpy()
         c = x.shape[1]
         eps = sup_out[:, :c] + SCALE * (sub_out[:, :c] - sup_out[:, :c])
         return np.concatenate([eps, sub_out[:, c:]], axis=1)

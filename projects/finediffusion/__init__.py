@@ -10,7 +10,6 @@ when MMagic's ``DATASETS`` or ``TRANSFORMS`` registry is first searched, the
 way MMEngine imports MMagic's own (a registry's import locations), so that
 the models, hooks and metrics do not depend on them.
 """
-import sys
 from importlib import import_module
 
 from . import compat  # noqa: I001  (must precede every mmagic import)
@@ -26,12 +25,10 @@ __version__ = '0.1.0'
 def _import_datasets_on_first_use() -> None:
     """Adds :mod:`finediffusion.datasets` to the import locations of
     MMagic's ``DATASETS`` and ``TRANSFORMS``; imports it now if either was
-    searched already (a registry imports its locations once) or MMagic's
-    own datasets are imported (``register_all_modules``)."""
+    searched already (a registry imports its locations once)."""
     name = 'finediffusion.datasets'
     for registry in (DATASETS, TRANSFORMS):
-        if registry._imported or any(
-                location in sys.modules for location in registry._locations):
+        if registry._imported:
             import_module(name)
         elif name not in registry._locations:
             registry._locations.append(name)
