@@ -3,8 +3,8 @@ from .collate import stack_collate
 from .hierarchy import HierarchyDataset
 from .inat2021 import INat2021Dataset
 from .latent_dataset import LatentDataset
+from .synthetic import write_toy_hierarchy
 from .taxonomy import Taxonomy, load_taxonomy, taxonomy_of
-from .toy_hierarchy import write_toy_hierarchy
 from .transforms import (ADMCenterCrop, LoadLatent, LoadTieredImage,
                          PickLatentFlip)
 from .vegfru import VegFruDataset
