@@ -1,7 +1,9 @@
 """Argument types shared by the command-line tools: a bad value is an
 argparse usage error (exit status 2, naming the option and the value)
-before anything loads, not a traceback or a hang later."""
+before anything loads, not a traceback or a hang later. Also the
+``--cfg-options`` arguments that one tool passes to another."""
 import argparse
+from typing import Any, Dict, List
 
 
 def _integer(text: str) -> int:
@@ -50,3 +52,24 @@ def class_query(text: str) -> str:
             f'empty class name {text!r}: give a class id, a subclass or a '
             'superclass name')
     return text
+
+
+def cfg_options(options: Dict[str, Any]) -> List[str]:
+    """``--cfg-options`` arguments, ``key=value``, that MMEngine's
+    ``DictAction`` parses back to ``options``.
+
+    Args:
+        options (dict): Dotted config keys to values: numbers, strings,
+            None, booleans, or lists and tuples of them (written as
+            ``[a,b]``, read back as lists).
+
+    Returns:
+        list[str]: One argument per option.
+    """
+    return [f'{key}={_option_text(value)}' for key, value in options.items()]
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return '[' + ','.join(_option_text(v) for v in value) + ']'
+    return str(value)
