@@ -1,12 +1,13 @@
 """The demo's pretraining loss curve in float32 against bf16 with a compiled
 backbone, through tools/train.py: the fast path must train as float32 does.
 
-Writes the demo's synthetic base image set at a scale of ``tools/demo.py``
-(``SCALES``), then trains ``configs/synthetic/pretrain_base.py`` with that
-scale's model and recipe for ``--iters`` steps in each setting, every
-iteration logged, and prints one JSON line: each setting's per-iteration
-losses and its distance from the float32 curve (each run's losses also as a
-line of their own when it ends).
+Writes the demo's synthetic image sets at a scale of ``tools/demo.py``
+(``SCALES``), then trains that scale's pretraining config
+(``configs/synthetic/pretrain_base.py`` or ``configs/synthetic/gpu/``) for
+``--iters`` steps in each setting, every iteration logged, and prints one
+JSON line: each setting's per-iteration losses and its distance from the
+float32 curve (each run's losses also as a line of their own when it
+ends).
 
 Settings (the same seed, so the same data order, timesteps and noise):
 
@@ -30,7 +31,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 import tempfile
 from typing import Dict, List
@@ -38,12 +38,17 @@ from typing import Dict, List
 import numpy as np
 import torch
 
+from finediffusion.cli import cfg_options
+from finediffusion.config import load_config
+from finediffusion.tool_runs import ToolFailed, logged_scalars, run_logged
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 import demo  # noqa: E402  (tools/demo.py: the scales and the data stage)
 
 
 def parse_args() -> argparse.Namespace:
+    """The command line (scale, iterations, window, batch, root)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--scale', choices=sorted(demo.SCALES),
                         default='gpu' if torch.cuda.is_available() else 'cpu')
@@ -79,13 +84,7 @@ def settings(device: str, compile: bool) -> Dict[str, dict]:
 
 def losses(work_dir: str) -> List[float]:
     """The per-iteration losses of a run's vis_data/scalars.json."""
-    values = []
-    for folder, _, files in sorted(os.walk(work_dir)):
-        if 'scalars.json' in files:
-            with open(osp.join(folder, 'scalars.json')) as f:
-                values += [json.loads(line)['loss'] for line in f
-                           if '"loss"' in line]
-    return values
+    return logged_scalars(work_dir, 'loss')
 
 
 def window_distance(curve: List[float], reference: List[float],
@@ -98,16 +97,18 @@ def window_distance(curve: List[float], reference: List[float],
 
 
 def main() -> None:
+    """Trains every setting and prints the curves and their distances."""
     args = parse_args()
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     root = args.root or tempfile.mkdtemp(prefix='loss_curve_')
-    stages = demo.Stages(args.scale, osp.join(root, 'work'),
+    stages = demo.Stages(demo.SCALES[args.scale], osp.join(root, 'work'),
                          osp.join(root, 'data'), seed=0)
     stages.data()
-    options = stages.model_options('pretrain',
-                                   osp.join(stages.base, 'train'))
-    batch = args.batch_size or options['train_dataloader.batch_size']
-    options.update({
+    config = osp.join(ROOT, stages.configs['pretrain'])
+    batch = (args.batch_size or
+             load_config(config).train_dataloader.batch_size)
+    options = {
+        'data_root': osp.join(stages.base, 'train'),
         'model.autocast': None,
         'train_dataloader.batch_size': batch,
         'train_cfg.max_iters': args.iters,
@@ -116,7 +117,7 @@ def main() -> None:
         'default_hooks.logger.interval': 1,
         'log_processor.window_size': 1,
         'default_hooks.checkpoint.save_last': False,
-    })
+    }
     report = dict(scale=args.scale, device=(
         torch.cuda.get_device_name() if device == 'cuda' else 'cpu'),
                   iters=args.iters, batch_size=batch, window=args.window,
@@ -125,20 +126,14 @@ def main() -> None:
     for name, s in settings(device, not args.no_compile).items():
         work_dir = osp.join(root, 'work', name)
         opts = {**options, **s['options']}
-        cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'),
-               osp.join(ROOT, demo.BASE_CONFIG), '--work-dir', work_dir,
-               *s['flags'], '--cfg-options',
-               *[f'{k}={demo._cli(v)}' for k, v in opts.items()]]
-        os.makedirs(work_dir, exist_ok=True)
-        log = osp.join(work_dir, 'train.log')
-        with open(log, 'w') as f:
-            code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **s['env']})
-        if code:
-            with open(log) as f:
-                tail = ''.join(f.readlines()[-20:])
-            raise SystemExit(f'{name}: tools/train.py failed ({code}); end '
-                             f'of {log}:\n{tail}')
+        cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config,
+               '--work-dir', work_dir, *s['flags'], '--cfg-options',
+               *cfg_options(opts)]
+        try:
+            run_logged(cmd, osp.join(work_dir, 'train.log'),
+                       env={**os.environ, **s['env']}, tail_lines=20)
+        except ToolFailed as error:
+            raise SystemExit(f'{name}: {error}')
         curves[name] = losses(work_dir)
         report['settings'][name] = dict(
             flags=s['flags'], options=s['options'],

@@ -9,24 +9,59 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import load_tool
+from conftest import REPO, load_tool
+from finediffusion.evaluation.statistics import paired_difference
 
+# The CPU scale's configs at a size where nothing learns (one logged window
+# per iteration, so that the training speed is measured).
+SMOKE_MODEL = ('model = dict(backbone=dict(arch=dict(depth=1, hidden_size=32, '
+               'num_heads=2), patch_size=8), ema_decay=0.9{extra})\n'
+               'train_dataloader = dict(batch_size=8)\n'
+               'train_cfg = dict(max_iters=3)\n'
+               'optim_wrapper = dict(optimizer=dict(lr=1e-3))\n'
+               'default_hooks = dict(logger=dict(interval=1))\n')
 SMOKE = dict(
-    images=dict(base=2, fine=2, val=2),
-    judge=dict(iters=3, batch=16),
-    model=dict(arch=dict(depth=1, hidden_size=32, num_heads=2),
-               patch_size=8),
-    pretrain=dict(iters=3, batch=8, lr=1e-3, ema=0.9),
-    finetune=dict(iters=3, batch=8, lr=1e-3, ema=0.9),
-    sample=dict(per_class=2, steps=2, batch=100, scale=4.0),
-    workers=0,
-    amp=False)
+    judge="""
+train_dataloader = dict(batch_size=16)
+train_cfg = dict(max_iters=3, val_interval=3)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.03, by_epoch=False, begin=0, end=1),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=1, end=3,
+         eta_min=1e-5),
+]
+default_hooks = dict(logger=dict(interval=1))
+""",
+    pretrain=SMOKE_MODEL.format(extra=''),
+    finetune=SMOKE_MODEL.format(
+        extra=', sample_steps=2, guidance=dict(scale=4.0)') + """
+demo = dict(
+    judge={judge!r},
+    pretrain={pretrain!r},
+    images_per_class=dict(base=2, fine=2, val=2),
+    samples_per_class=2,
+    sample_batch=100,
+    experiment=dict(methods=dict(
+        full=dict(options={{'optim_wrapper.optimizer.lr': 1e-3}}))))
+""")
+BASES = dict(judge='configs/synthetic/judge.py',
+             pretrain='configs/synthetic/pretrain_base.py',
+             finetune='configs/finediffusion_synthetic.py')
+
+
+def smoke_configs(folder) -> str:
+    """The smoke configs in ``folder``; the fine-tuning one's path."""
+    paths = {stage: str(folder / f'{stage}.py') for stage in SMOKE}
+    for stage, text in SMOKE.items():
+        with open(paths[stage], 'w') as f:
+            f.write(f'_base_ = [{osp.join(REPO, BASES[stage])!r}]\n' +
+                    text.format(**paths))
+    return paths['finetune']
 
 
 def test_demo_runs_every_stage_and_reuses_them(tmp_path, monkeypatch,
                                                capsys):
     demo = load_tool('demo')
-    monkeypatch.setitem(demo.SCALES, 'cpu', SMOKE)
+    monkeypatch.setitem(demo.SCALES, 'cpu', smoke_configs(tmp_path))
     work_dir, data_root = str(tmp_path / 'work'), str(tmp_path / 'data')
     argv = ['demo.py', '--scale', 'cpu', '--work-dir', work_dir,
             '--data-root', data_root]
@@ -63,17 +98,16 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, monkeypatch,
 
 
 def test_paired_difference_resamples_whole_classes():
-    demo = load_tool('demo')
     labels = torch.arange(4).repeat_interleave(3)
     same = np.array([True, False, True] * 4)
-    gain = demo.paired_difference(same, same, labels)
+    gain = paired_difference(same, same, labels)
     assert gain == dict(difference=0., interval95=[0., 0.])
     # a gets every sample of class 0 right that b misses: +1/4.
     better = same.copy()
     better[:3] = True
     worse = same.copy()
     worse[:3] = False
-    gain = demo.paired_difference(better, worse, labels)
+    gain = paired_difference(better, worse, labels)
     assert gain['difference'] == pytest.approx(0.25)
     low, high = gain['interval95']
     # Resampling classes either draws class 0 or not: 0 is inside.

@@ -10,6 +10,7 @@ from finediffusion.datasets import write_toy_hierarchy
 
 
 def main() -> None:
+    """Writes the toy set from the command line's sizes and seed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('root', help='output folder')
     parser.add_argument('--superclasses', type=positive_int, default=2)

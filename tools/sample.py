@@ -20,15 +20,17 @@ import time
 from typing import List
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm import tqdm
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
 from finediffusion.cli import class_query, positive_int
 from finediffusion.config import load_config
+from finediffusion.datasets import Taxonomy
 from finediffusion.inference import (add_precision_arguments,
                                       apply_precision, load_for_sampling)
-from finediffusion.models import TieredGuidance
+from finediffusion.models import FineDiffusion, TieredGuidance
+from finediffusion.visualization import class_grid, to_uint8
 
 # The --scheduler choices: ADM's respaced DDPM (DiT's reference sampler) and
 # two diffusers schedulers.
@@ -40,6 +42,7 @@ SCHEDULERS = {
 
 
 def parse_args() -> argparse.Namespace:
+    """The command line; a contradicting one is a usage error."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='the training config')
     parser.add_argument('weights', help='a delta (.safetensors) or a '
@@ -79,11 +82,30 @@ def parse_args() -> argparse.Namespace:
 
 
 def slug(name: str) -> str:
+    """A class name as a folder name: letters, digits and '_', at most 60
+    characters."""
     return re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')[:60]
 
 
-def generate(model, labels: torch.Tensor, args, batch_size: int) -> List:
-    """Images for ``labels`` in batches, halving the batch on OOM."""
+def generate(model: FineDiffusion, labels: torch.Tensor,
+             args: argparse.Namespace, batch_size: int) -> List[torch.Tensor]:
+    """Images for ``labels`` in batches, halving the batch on OOM.
+
+    Args:
+        model (FineDiffusion): The model, on ``labels``' device.
+        labels (Tensor): (N, ) subclass ids.
+        args (argparse.Namespace): ``guidance``, ``guidance_scale``,
+            ``scheduler``, ``num_sampling_steps`` and ``seed`` of the
+            command line.
+        batch_size (int): Images per first try of a batch.
+
+    Returns:
+        list[Tensor]: N images, each (3, H, W) RGB in [-1, 1], on the CPU.
+
+    Raises:
+        torch.OutOfMemoryError: When even one image does not fit.
+        ValueError: From the model, e.g. more steps than its diffusion has.
+    """
     guidance = TieredGuidance(args.guidance, args.guidance_scale)
     steps = args.num_sampling_steps or (250 if args.scheduler == 'ddpm' else
                                         25)
@@ -116,30 +138,34 @@ def generate(model, labels: torch.Tensor, args, batch_size: int) -> List:
     return images
 
 
-def to_pil(image: torch.Tensor) -> Image.Image:
-    array = ((image.clamp(-1, 1) + 1) * 127.5).round().byte()
-    return Image.fromarray(array.permute(1, 2, 0).numpy())
+def write_outputs(images: torch.Tensor, classes: List[int], per_class: int,
+                  taxonomy: Taxonomy, out: str) -> None:
+    """OUT/<id>_<name>/<n>.png and OUT/grid.png, a labelled row per class.
 
-
-def save_grid(rows: List[List[Image.Image]], labels: List[str],
-              path: str) -> None:
-    """A row of images per class, the class label on the left."""
-    zoom = max(1, 64 // rows[0][0].size[1])  # small images are enlarged
-    rows = [[im.resize((im.width * zoom, im.height * zoom), Image.NEAREST)
-             for im in row] for row in rows]
-    w, h = rows[0][0].size
-    label_w = max(160, 7 * max(len(s) for s in labels) + 10)
-    grid = Image.new('RGB', (label_w + w * len(rows[0]), h * len(rows)),
-                     'white')
-    draw = ImageDraw.Draw(grid)
-    for r, (images, label) in enumerate(zip(rows, labels)):
-        draw.text((5, r * h + h // 2 - 6), label, fill='black')
-        for c, image in enumerate(images):
-            grid.paste(image, (label_w + c * w, r * h))
-    grid.save(path)
+    Args:
+        images (Tensor): (len(classes) * per_class, 3, H, W) uint8 RGB,
+            ``per_class`` consecutive images of each class.
+        classes (list[int]): Subclass ids, in row order.
+        per_class (int): Images of each class.
+        taxonomy (Taxonomy): Names of the folders and rows.
+        out (str): An existing output folder.
+    """
+    # (classes, per class, H, W, 3), the grid's one column group.
+    rows = images.permute(0, 2, 3, 1).reshape(
+        len(classes), per_class, *images.shape[2:], 3).numpy()
+    for sub, row in zip(classes, rows):
+        folder = osp.join(out, f'{sub}_{slug(taxonomy.names[sub])}')
+        os.makedirs(folder, exist_ok=True)
+        for n, image in enumerate(row):
+            Image.fromarray(image).save(osp.join(folder, f'{n}.png'))
+    # Small images are enlarged to 64 pixels or more.
+    zoom = max(1, 64 // rows.shape[2])
+    class_grid({'': rows}, classes, taxonomy, zoom=zoom).save(
+        osp.join(out, 'grid.png'))
 
 
 def main() -> None:
+    """Loads the weights, samples the classes, writes images and grid."""
     args = parse_args()
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     try:
@@ -167,21 +193,12 @@ def main() -> None:
         args.per_class)
     batch_size = args.batch_size or (256 if device.startswith('cuda') else 8)
     try:
-        images = [to_pil(im)
-                  for im in generate(model, labels, args, batch_size)]
+        images = to_uint8(torch.stack(generate(model, labels, args,
+                                               batch_size)))
     except ValueError as error:
         # E.g. more DDPM steps than the model's diffusion has.
         raise SystemExit(f'error: {error}')
-    rows = []
-    for i, sub in enumerate(classes):
-        row = images[i * args.per_class:(i + 1) * args.per_class]
-        folder = osp.join(args.out, f'{sub}_{slug(taxonomy.names[sub])}')
-        os.makedirs(folder, exist_ok=True)
-        for n, image in enumerate(row):
-            image.save(osp.join(folder, f'{n}.png'))
-        rows.append(row)
-    save_grid(rows, [taxonomy.label(sub) for sub in classes],
-              osp.join(args.out, 'grid.png'))
+    write_outputs(images, classes, args.per_class, taxonomy, args.out)
     print(f'wrote {len(images)} images of {len(classes)} classes and '
           f'{osp.join(args.out, "grid.png")}')
 

@@ -1,9 +1,10 @@
-# The demo's judge (tools/demo.py): an mmpretrain ResNet-18 (CIFAR stem, 16
-# base channels) that names the subclass of a synthetic fine-grained image.
-# Trained on real synthetic images, it scores generated ones; its top-1 on
-# held-out real images is reported next to its verdicts. Its first stage
-# works at half resolution: the classes differ in shape, hue and shade, not
-# in pixel-fine detail, and its steps run three times faster on a CPU.
+# The demo's judge (tools/demo.py) at its CPU scale: an mmpretrain ResNet-18
+# (CIFAR stem, 16 base channels) that names the subclass of a synthetic
+# fine-grained image. Trained on real synthetic images, it scores generated
+# ones; its top-1 on held-out real images is reported next to its verdicts.
+# Its first stage works at half resolution: the classes differ in shape, hue
+# and shade, not in pixel-fine detail, and its steps run three times faster
+# on a CPU. The GPU scale: configs/synthetic/gpu/judge.py.
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['finediffusion'], allow_failed_imports=False)
 
@@ -64,17 +65,17 @@ copied_specs = {
 }
 
 train_cfg = dict(
-    type='mmagic.ResumableIterBasedTrainLoop', max_iters=550,
-    val_interval=550)
+    type='mmagic.ResumableIterBasedTrainLoop', max_iters=300,
+    val_interval=300)
 val_cfg = dict()
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=3e-3, weight_decay=1e-4))
-# (Not OneCycleLR: its state holds a bound method, which a weights_only
-# load refuses.)
+# Warm-up over the first fifth, then the cosine decay. (Not OneCycleLR: its
+# state holds a bound method, which a weights_only load refuses.)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.03, by_epoch=False, begin=0,
-         end=100),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=100, end=550,
+         end=60),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=60, end=300,
          eta_min=1e-5),
 ]
 

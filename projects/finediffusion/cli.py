@@ -2,10 +2,12 @@
 value is an argparse usage error (exit status 2, naming the option and the
 value) before anything loads, not a traceback or a hang later; and the
 arguments and config loading of the tools that run the MMEngine Runner
-(``tools/train.py``, ``tools/test.py``)."""
+(``tools/train.py``, ``tools/test.py``); and the ``--cfg-options``
+arguments that one tool passes to another."""
 import argparse
 import os
 import os.path as osp
+from typing import Any, Dict, List
 
 from mmengine.config import Config, DictAction
 
@@ -119,3 +121,24 @@ def load_runner_config(args: argparse.Namespace) -> Config:
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def cfg_options(options: Dict[str, Any]) -> List[str]:
+    """``--cfg-options`` arguments, ``key=value``, that MMEngine's
+    ``DictAction`` parses back to ``options``.
+
+    Args:
+        options (dict): Dotted config keys to values: numbers, strings,
+            None, booleans, or lists and tuples of them (written as
+            ``[a,b]``, read back as lists).
+
+    Returns:
+        list[str]: One argument per option.
+    """
+    return [f'{key}={_option_text(value)}' for key, value in options.items()]
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return '[' + ','.join(_option_text(v) for v in value) + ']'
+    return str(value)

@@ -1,10 +1,50 @@
 """Sample grids with class-name rows and column-group headers."""
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
 
 from .taxonomy import Taxonomy
+
+HEADER_HEIGHT = 16
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """Generated images as 8-bit levels.
+
+    Args:
+        images (Tensor): (N, 3, H, W) RGB in [-1, 1] (values outside are
+            clipped).
+
+    Returns:
+        Tensor: (N, 3, H, W) uint8, rounded to the nearest level.
+    """
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().byte()
+
+
+def first_per_class(images: Tensor, labels: Tensor, classes: Sequence[int],
+                    k: int) -> np.ndarray:
+    """The first ``k`` images of each class, as :func:`class_grid` takes
+    a column group.
+
+    Args:
+        images (Tensor): (N, 3, H, W) uint8 RGB.
+        labels (Tensor): (N, ) class ids.
+        classes (Sequence[int]): The classes, in row order.
+        k (int): Images per class.
+
+    Returns:
+        np.ndarray: (len(classes), k, H, W, 3) uint8.
+
+    Raises:
+        RuntimeError: When a class has fewer than ``k`` images.
+    """
+    pick = torch.cat(
+        [(labels == c).nonzero().flatten()[:k] for c in classes])
+    return images[pick].reshape(len(classes), k, *images.shape[1:]).permute(
+        0, 1, 3, 4, 2).numpy()
 
 
 def class_grid(columns: Dict[str, np.ndarray],
@@ -16,7 +56,8 @@ def class_grid(columns: Dict[str, np.ndarray],
 
     Args:
         columns (dict): Group title to images, (len(classes), k, H, W, 3)
-            uint8 RGB: k images of each class, in ``classes`` order.
+            uint8 RGB: k images of each class, in ``classes`` order. With
+            only empty titles the grid has no header line.
         classes (Sequence[int]): Subclass ids of the rows; pass subclasses
             of one superclass next to each other.
         taxonomy (Taxonomy): Names of the rows (subclass / superclass).
@@ -24,7 +65,8 @@ def class_grid(columns: Dict[str, np.ndarray],
         gap (int): Pixels between column groups. Defaults to 6.
 
     Returns:
-        PIL.Image.Image: The grid.
+        PIL.Image.Image: The grid, ``HEADER_HEIGHT`` (or 0) + len(classes) *
+        H * zoom pixels high.
     """
     font = ImageFont.load_default()
     labels = [taxonomy.label(c) for c in classes]
@@ -32,7 +74,7 @@ def class_grid(columns: Dict[str, np.ndarray],
     _, per_group, height, width, _ = first.shape
     cell_h, cell_w = height * zoom, width * zoom
     label_w = max(int(font.getlength(text)) for text in labels) + 10
-    header_h = 16
+    header_h = HEADER_HEIGHT if any(columns) else 0
     group_w = per_group * cell_w
     grid = Image.new(
         'RGB', (label_w + len(columns) * (group_w + gap) - gap,
@@ -50,3 +92,35 @@ def class_grid(columns: Dict[str, np.ndarray],
         draw.text((4, header_h + row * cell_h + cell_h // 2 - 5), text,
                   fill='black', font=font)
     return grid
+
+
+def sample_grid(groups: Dict[str, Tuple[Tensor, Tensor]],
+                taxonomy: Taxonomy,
+                superclasses: int = 2,
+                per_class: int = 4,
+                **kwargs) -> Image.Image:
+    """A :func:`class_grid` of the subclasses of the first superclasses,
+    the first ``per_class`` images of each in every group.
+
+    Args:
+        groups (dict): Group title to (images, labels): (N, 3, H, W) uint8
+            RGB and their (N, ) subclass ids.
+        taxonomy (Taxonomy): The subclasses and their names.
+        superclasses (int): Rows for the subclasses of superclasses 0 to
+            ``superclasses - 1``. Defaults to 2.
+        per_class (int): Images of each class in a group. Defaults to 4.
+        **kwargs: ``zoom`` and ``gap`` of :func:`class_grid`.
+
+    Returns:
+        PIL.Image.Image: The grid.
+
+    Raises:
+        RuntimeError: When a group has fewer than ``per_class`` images of
+            a class.
+    """
+    rows = [c for c, s in enumerate(taxonomy.sub2super) if s < superclasses]
+    columns = {
+        title: first_per_class(images, labels, rows, per_class)
+        for title, (images, labels) in groups.items()
+    }
+    return class_grid(columns, rows, taxonomy, **kwargs)

@@ -8,7 +8,7 @@ from ..engine.collate import stack_collate
 from .hierarchy import HierarchyDataset
 from .inat2021 import INat2021Dataset
 from .latent_dataset import LatentDataset
-from .toy_hierarchy import write_toy_hierarchy
+from .synthetic import write_toy_hierarchy
 from .transforms import (ADMCenterCrop, LoadLatent, LoadRGBImage,
                          LoadTieredImage, PickLatentFlip)
 from .vegfru import VegFruDataset

@@ -14,6 +14,10 @@ position, size, rotation, saturation, brightness, stripe phase and background
 (colour, gradient, noise) vary, so that a class is a distribution, not a
 template. Files are written in :class:`HierarchyDataset`'s folder format,
 ``root/<superclass>/<subclass>/<n>.png``.
+
+The same renderer draws the toy set of the tests and the tiny configs
+(:func:`write_toy_hierarchy`): a few shapes as superclasses, hues as their
+subclasses, in MMagic's ``BasicConditionalDataset`` layout.
 """
 import colorsys
 import json
@@ -41,12 +45,12 @@ FINE_FAMILIES = FAMILIES[:10]
 FINE_HUES_PER_FAMILY = 5
 # Consecutive hues along the circle, each family owning a band of five (48
 # degrees); the bands of families six apart overlap, and their shapes tell
-# them apart. 7.2 degrees (bands that tile the circle) was finer than the
-# demo's five-minute diffusion model could draw.
+# them apart. Bands that tile the circle (7.2 degrees) would be finer than
+# the demo's diffusion model learns to draw in minutes.
 FINE_HUE_STEP = 12.
-# The second fine attribute: a factor on the shape's brightness. (Stripes of
-# an 8-pixel period, the first choice, were drawn by the demo's model no
-# better than chance: 55-65% right of two, 2026-11-26.)
+# The second fine attribute: a factor on the shape's brightness. Not
+# stripes: the demo's model does not learn to draw them in its budget
+# (docs/experiments.md).
 FINE_SHADES = {'plain': 1., 'dark': 0.55}
 BASE_HUE_RANGES = 5
 
@@ -64,6 +68,8 @@ STRIPE_ANGLES = {'horizontal': 0., 'vertical': 90.}
 SUPERSAMPLE = 3
 # Bumped whenever the rendering changes, so that stale data is rewritten.
 VERSION = 3
+# The toy set's superclasses, one shape each.
+TOY_SHAPES = ('square', 'disc', 'cross', 'ring')
 
 
 def _polygon(u: np.ndarray, v: np.ndarray, sides: int,
@@ -77,7 +83,19 @@ def _polygon(u: np.ndarray, v: np.ndarray, sides: int,
 
 
 def shape_mask(family: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Boolean mask of a shape family at local coordinates (u, v)."""
+    """Boolean mask of a shape family at local coordinates (u, v).
+
+    Args:
+        family (str): One of :data:`FAMILIES`.
+        u (np.ndarray): Horizontal coordinates in shape radii, any shape.
+        v (np.ndarray): Vertical coordinates, the shape of ``u``.
+
+    Returns:
+        np.ndarray: Bool, the shape of ``u``: inside the shape.
+
+    Raises:
+        ValueError: For an unknown family.
+    """
     r = np.hypot(u, v)
     au, av = np.abs(u), np.abs(v)
     if family == 'disc':
@@ -138,7 +156,12 @@ class ClassSpec:
 
 
 def fine_taxonomy() -> List[ClassSpec]:
-    """100 subclasses in 10 superclasses (shape families)."""
+    """The fine-grained taxonomy's classes.
+
+    Returns:
+        list[ClassSpec]: 100 subclasses in 10 superclasses (shape
+        families), the subclasses of a family adjacent.
+    """
     specs = []
     for f, family in enumerate(FINE_FAMILIES):
         for k in range(FINE_HUES_PER_FAMILY):
@@ -152,8 +175,12 @@ def fine_taxonomy() -> List[ClassSpec]:
 
 
 def base_taxonomy() -> List[ClassSpec]:
-    """60 subclasses in 12 superclasses: (family, one fifth of the hue
-    circle), stripes of any kind within a class."""
+    """The base (pretraining) taxonomy's classes.
+
+    Returns:
+        list[ClassSpec]: 60 subclasses in 12 superclasses: (family, one
+        fifth of the hue circle), stripes of any kind within a class.
+    """
     width = 360. / BASE_HUE_RANGES
     return [
         ClassSpec(f'{family}-range{k}', family, family, width * (k + 0.5),
@@ -171,7 +198,19 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
 
 def render(spec: ClassSpec, rng: np.random.Generator,
            size: int = 32) -> np.ndarray:
-    """One image of a class, (size, size, 3) uint8."""
+    """One image of a class.
+
+    Args:
+        spec (ClassSpec): The class.
+        rng (np.random.Generator): Draws the image's variation.
+        size (int): Side in pixels. Defaults to 32.
+
+    Returns:
+        np.ndarray: (size, size, 3) uint8 RGB.
+
+    Raises:
+        ValueError: For an unknown shape family.
+    """
     n = size * SUPERSAMPLE
     yy, xx = (np.mgrid[:n, :n].astype(np.float32) + 0.5) / SUPERSAMPLE
 
@@ -212,22 +251,69 @@ def render(spec: ClassSpec, rng: np.random.Generator,
     return (image.clip(0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def _write_class(job) -> int:
+def _write_images(folder: str, spec: ClassSpec, rng: np.random.Generator,
+                  count: int, size: int, name: str) -> None:
+    """``count`` images of a class into an existing folder, file names from
+    ``name.format(n)``."""
+    for n in range(count):
+        Image.fromarray(render(spec, rng, size)).save(
+            osp.join(folder, name.format(n)))
+
+
+def _write_class(job: tuple) -> int:
     root, spec, index, count, size, seed, split = job
     # One stream per (seed, split, class): the files do not depend on the
     # order or the number of workers that write them.
     rng = np.random.default_rng([seed, split, index])
     folder = osp.join(root, spec.superclass, spec.name)
     os.makedirs(folder)
-    for n in range(count):
-        Image.fromarray(render(spec, rng, size)).save(
-            osp.join(folder, f'{n:04d}.png'))
+    _write_images(folder, spec, rng, count, size, '{:04d}.png')
     return count
+
+
+def _is_current(folder: str, stamp: dict) -> bool:
+    """Whether a split folder holds the files of ``stamp`` already.
+
+    Raises:
+        FileExistsError: For a folder this generator did not write.
+    """
+    stamp_file = osp.join(folder, 'synthetic.json')
+    if osp.exists(stamp_file):
+        with open(stamp_file) as f:
+            return json.load(f) == stamp
+    if osp.exists(folder):
+        # Never delete what this generator did not write.
+        raise FileExistsError(
+            f'{folder} exists but holds no synthetic.json, so it was '
+            'not written by write_synthetic_hierarchy: move it or choose '
+            'another root')
+    return False
+
+
+def _write_split(folder: str, jobs: List[tuple], stamp: dict,
+                 workers: int) -> None:
+    """Writes a split beside ``folder``, then replaces it: other settings
+    (other class names) leave no stale folder, and an interrupted run
+    leaves the previous split whole."""
+    partial = folder + '.partial'
+    shutil.rmtree(partial, ignore_errors=True)
+    jobs = [(partial, *job) for job in jobs]
+    if workers > 1:
+        with Pool(workers) as pool:
+            pool.map(_write_class, jobs)
+    else:
+        for job in jobs:
+            _write_class(job)
+    with open(osp.join(partial, 'synthetic.json'), 'w') as f:
+        json.dump(stamp, f)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
 
 
 def write_synthetic_hierarchy(root: str,
                               taxonomy: str = 'fine',
-                              images_per_class: Dict[str, int] = None,
+                              images_per_class: Optional[Dict[str,
+                                                              int]] = None,
                               size: int = 32,
                               seed: int = 0,
                               workers: int = 2) -> Dict[str, str]:
@@ -236,14 +322,19 @@ def write_synthetic_hierarchy(root: str,
     Args:
         root (str): Output folder; each split goes to ``root/<split>``.
         taxonomy (str): 'fine' or 'base'.
-        images_per_class (dict): Images per class of each split. Defaults
-            to ``{'train': 100}``.
+        images_per_class (dict, optional): Images per class of each split.
+            Defaults to ``{'train': 100}``.
         size (int): Image side in pixels. Defaults to 32.
         seed (int): The same seed writes the same files. Defaults to 0.
         workers (int): Processes. Defaults to 2.
 
     Returns:
         dict: The folder of each split.
+
+    Raises:
+        ValueError: For an unknown taxonomy.
+        FileExistsError: For a split folder that this function did not
+            write (it is kept).
     """
     if taxonomy not in TAXONOMIES:
         raise ValueError(f'taxonomy must be one of {sorted(TAXONOMIES)}, '
@@ -251,38 +342,77 @@ def write_synthetic_hierarchy(root: str,
     images_per_class = images_per_class or {'train': 100}
     specs = TAXONOMIES[taxonomy]()
     folders = {}
-    for split_id, (split, count) in enumerate(sorted(images_per_class.items())):
+    splits = sorted(images_per_class.items())
+    for split_id, (split, count) in enumerate(splits):
         folder = osp.join(root, split)
         folders[split] = folder
         stamp = dict(version=VERSION, taxonomy=taxonomy, split=split,
                      images_per_class=count, size=size, seed=seed,
                      classes=[asdict(s) for s in specs])
-        stamp_file = osp.join(folder, 'synthetic.json')
-        if osp.exists(stamp_file):
-            with open(stamp_file) as f:
-                if json.load(f) == stamp:
-                    continue
-        elif osp.exists(folder):
-            # Never delete what this generator did not write.
-            raise FileExistsError(
-                f'{folder} exists but holds no synthetic.json, so it was '
-                'not written by write_synthetic_hierarchy: move it or choose '
-                'another root')
-        # Written beside the split, which is replaced only when complete:
-        # other settings (other class names) leave no stale folder, and an
-        # interrupted run leaves the previous split whole.
-        partial = folder + '.partial'
-        shutil.rmtree(partial, ignore_errors=True)
-        jobs = [(partial, spec, i, count, size, seed, split_id)
-                for i, spec in enumerate(specs)]
-        if workers > 1:
-            with Pool(workers) as pool:
-                pool.map(_write_class, jobs)
-        else:
-            for job in jobs:
-                _write_class(job)
-        with open(osp.join(partial, 'synthetic.json'), 'w') as f:
-            json.dump(stamp, f)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(partial, folder)
+        if not _is_current(folder, stamp):
+            _write_split(folder, [(spec, i, count, size, seed, split_id)
+                                  for i, spec in enumerate(specs)],
+                         stamp, workers)
     return folders
+
+
+def toy_taxonomy(num_superclasses: int = 2,
+                 subclasses_per_super: int = 2) -> List[ClassSpec]:
+    """The toy set's classes: a shape per superclass, hues spread around
+    the circle as its subclasses.
+
+    Args:
+        num_superclasses (int): At most ``len(TOY_SHAPES)``. Defaults to 2.
+        subclasses_per_super (int): Hues per shape. Defaults to 2.
+
+    Returns:
+        list[ClassSpec]: Named ``<super id>_<shape>_<k>``, so that the
+        sorted names (the toy dataset's label order) group the subclasses
+        by superclass.
+
+    Raises:
+        ValueError: For a number of superclasses outside
+            [1, len(TOY_SHAPES)].
+    """
+    if not 1 <= num_superclasses <= len(TOY_SHAPES):
+        raise ValueError(f'num_superclasses must be in [1, '
+                         f'{len(TOY_SHAPES)}], got {num_superclasses}')
+    return [
+        ClassSpec(f'{sup:02d}_{shape}_{k:02d}', shape, shape,
+                  360. * k / subclasses_per_super, 1., stripes='none')
+        for sup, shape in enumerate(TOY_SHAPES[:num_superclasses])
+        for k in range(subclasses_per_super)
+    ]
+
+
+def write_toy_hierarchy(root: str,
+                        num_superclasses: int = 2,
+                        subclasses_per_super: int = 2,
+                        images_per_class: int = 8,
+                        size: int = 16,
+                        seed: int = 0) -> List[int]:
+    """Writes the toy image set, ``root/<subclass>/<n>.png`` (MMagic's
+    ``BasicConditionalDataset`` layout), and returns its sub->super table.
+
+    Args:
+        root (str): Output folder; existing files of the same names are
+            overwritten.
+        num_superclasses (int): At most ``len(TOY_SHAPES)``. Defaults to 2.
+        subclasses_per_super (int): Hues per shape. Defaults to 2.
+        images_per_class (int): Defaults to 8.
+        size (int): Image side in pixels. Defaults to 16.
+        seed (int): The same seed writes the same files. Defaults to 0.
+
+    Returns:
+        list[int]: Superclass id of each subclass, in sorted folder order.
+
+    Raises:
+        ValueError: From :func:`toy_taxonomy`.
+    """
+    specs = toy_taxonomy(num_superclasses, subclasses_per_super)
+    for index, spec in enumerate(specs):
+        folder = osp.join(root, spec.name)
+        os.makedirs(folder, exist_ok=True)
+        _write_images(folder, spec, np.random.default_rng([seed, index]),
+                      images_per_class, size, '{}.png')
+    return [TOY_SHAPES.index(spec.superclass) for spec in specs]

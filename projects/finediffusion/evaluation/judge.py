@@ -1,9 +1,14 @@
 """A trained classifier that scores generated images: class accuracy and
 intra-class diversity in its feature space."""
-from typing import Dict, Optional, Sequence
+import os.path as osp
+from typing import Dict, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from ..datasets.hierarchy import read_hierarchy
+from ..datasets.taxonomy import Taxonomy
 
 
 class Judge:
@@ -19,13 +24,14 @@ class Judge:
     def __init__(self,
                  config: str,
                  checkpoint: str,
-                 device='cpu',
+                 device: Union[str, torch.device] = 'cpu',
                  batch_size: int = 500) -> None:
         from mmpretrain.apis import init_model
         self.model = init_model(config, checkpoint, device=device).eval()
         self.batch_size = batch_size
 
-    def to(self, device) -> 'Judge':
+    def to(self, device: Union[str, torch.device]) -> 'Judge':
+        """Moves the classifier to ``device``; returns itself."""
         self.model.to(device)
         return self
 
@@ -63,6 +69,15 @@ def accuracy(pred: Tensor, labels: Tensor,
 
     A prediction outside the taxonomy (a classifier with more classes) is
     wrong at both levels.
+
+    Args:
+        pred (Tensor): Predicted subclass ids, (N, ).
+        labels (Tensor): True subclass ids, (N, ).
+        sub2super (Sequence[int]): Superclass id of each subclass.
+
+    Returns:
+        dict: ``subclass_top1`` and ``superclass_top1``, fractions in
+        [0, 1].
     """
     table = torch.as_tensor(list(sub2super))
     in_range = pred < len(table)
@@ -80,6 +95,16 @@ def intra_class_spread(features: Tensor, labels: Tensor,
     Averaged over classes with at least ``min_count`` images; compare a
     model's value with the real images' (1.0 = as varied as the data,
     near 0 = one image per class).
+
+    Args:
+        features (Tensor): (N, D) features.
+        labels (Tensor): (N, ) class ids.
+        min_count (int): Fewest images of a class that count. Defaults
+            to 2.
+
+    Returns:
+        float or None: The mean distance, in feature units; None when no
+        class has ``min_count`` images.
     """
     spreads = []
     for label in labels.unique():
@@ -90,3 +115,97 @@ def intra_class_spread(features: Tensor, labels: Tensor,
         n = len(group)
         spreads.append(dist.sum() / (n * (n - 1)))
     return torch.stack(spreads).mean().item() if spreads else None
+
+
+def read_real_images(root: str) -> Tuple[Tensor, Tensor, Taxonomy]:
+    """The images of a ``HierarchyDataset`` folder, to judge as real ones.
+
+    Args:
+        root (str): ``root/<superclass>/<subclass>/<image>``; the images must
+            share one size.
+
+    Returns:
+        tuple: The images, (N, 3, H, W) uint8 RGB; their subclass ids, (N, );
+        and the folder's :class:`Taxonomy`.
+
+    Raises:
+        ValueError: From :func:`read_hierarchy`, for a folder without
+            images or with an inconsistent taxonomy.
+    """
+    from PIL import Image
+
+    taxonomy, samples = read_hierarchy(root)
+    images = np.stack(
+        [np.array(Image.open(osp.join(root, path))) for path, _ in samples])
+    labels = torch.tensor([label for _, label in samples])
+    return torch.from_numpy(images).permute(0, 3, 1, 2), labels, taxonomy
+
+
+def judged(judge: Judge,
+           images: Tensor,
+           labels: Tensor,
+           sub2super: Sequence[int],
+           real_spread: float,
+           with_hits: bool = False) -> dict:
+    """The judge's verdict on generated images of ``labels``.
+
+    Args:
+        judge (Judge): The classifier.
+        images (Tensor): (N, 3, H, W) uint8 RGB.
+        labels (Tensor): The subclass ids they were generated for, (N, ).
+        sub2super (Sequence[int]): Superclass id of each subclass.
+        real_spread (float): The real images' intra-class spread
+            (:class:`SampleJudge`).
+        with_hits (bool): Also return ``hits``, the per-sample subclass
+            hits, (N, ) bool numpy array (not JSON). Defaults to False.
+
+    Returns:
+        dict: ``subclass_top1``, ``superclass_top1``, ``within_superclass``
+        (subclass top-1 among the samples of the right superclass; 0 when
+        there are none), all fractions in [0, 1], and ``diversity``, the
+        intra-class spread relative to the real images' (1 = as varied).
+    """
+    verdict = judge(images)
+    spread = intra_class_spread(verdict['features'], labels)
+    acc = accuracy(verdict['pred'], labels, sub2super)
+    if with_hits:
+        acc['hits'] = (verdict['pred'] == labels).numpy()
+    # Of the samples of the right superclass, the share of the right
+    # subclass: the fine detail alone, which fine-grained CFG amplifies.
+    within = (acc['subclass_top1'] / acc['superclass_top1']
+              if acc['superclass_top1'] else 0.)
+    return dict(**acc, within_superclass=within,
+                diversity=spread / real_spread)
+
+
+class SampleJudge:
+    """A :class:`Judge` with held-out real images, which scores generated
+    images against them (:func:`judged`).
+
+    Args:
+        judge (Judge): The classifier.
+        real_root (str): The real images' folder (:func:`read_real_images`).
+
+    Attributes:
+        images (Tensor): The real images, (N, 3, H, W) uint8 RGB.
+        labels (Tensor): Their subclass ids, (N, ).
+        taxonomy (Taxonomy): The folder's taxonomy.
+        accuracy (dict): The judge's :func:`accuracy` on them.
+        spread (float): Their :func:`intra_class_spread`, the reference of
+            the samples' diversity.
+    """
+
+    def __init__(self, judge: Judge, real_root: str) -> None:
+        self.judge = judge
+        self.images, self.labels, self.taxonomy = read_real_images(real_root)
+        verdict = judge(self.images)
+        self.spread = intra_class_spread(verdict['features'], self.labels)
+        self.accuracy = accuracy(verdict['pred'], self.labels,
+                                 self.taxonomy.sub2super)
+
+    def __call__(self, images: Tensor, labels: Tensor,
+                 with_hits: bool = False) -> dict:
+        """:func:`judged` of generated ``images`` of ``labels``, (N, 3, H,
+        W) uint8 RGB and (N, ), against the real images."""
+        return judged(self.judge, images, labels, self.taxonomy.sub2super,
+                      self.spread, with_hits)
