@@ -7,8 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..datasets.hierarchy import read_hierarchy
-from ..datasets.taxonomy import Taxonomy
+from ..taxonomy import Taxonomy
 
 
 class Judge:
@@ -134,6 +133,8 @@ def read_real_images(root: str) -> Tuple[Tensor, Tensor, Taxonomy]:
     """
     from PIL import Image
 
+    # Imported here: the metrics do not load the dataset code until used.
+    from ..datasets.hierarchy import read_hierarchy
     taxonomy, samples = read_hierarchy(root)
     images = np.stack(
         [np.array(Image.open(osp.join(root, path))) for path, _ in samples])

@@ -2,7 +2,7 @@
 tools/demo.py prints them."""
 from typing import Dict, List, Sequence
 
-from ..datasets.taxonomy import Taxonomy
+from ..taxonomy import Taxonomy
 
 GUIDANCE_HEADER = [
     'guidance', 'scale', 'trainable', 'train img/s', 'subclass top-1',
