@@ -33,7 +33,7 @@ default_hooks = dict(logger=dict(interval=1))
 """,
     pretrain=SMOKE_MODEL.format(extra=''),
     finetune=SMOKE_MODEL.format(
-        extra=', sample_steps=2, guidance=dict(scale=4.0)') + """
+        extra=', num_sampling_steps=2, guidance=dict(scale=4.0)') + """
 demo = dict(
     judge={judge!r},
     pretrain={pretrain!r},
