@@ -3,6 +3,7 @@ the class embedder is reached only through the backbone, the earlier
 registered names stay usable, no function grows past 60 lines."""
 import ast
 import json
+import os
 import os.path as osp
 import re
 import subprocess
@@ -38,7 +39,7 @@ def test_models_do_not_import_the_datasets():
 
 
 def _sources():
-    for folder, _, files in __import__('os').walk(PACKAGE):
+    for folder, _, files in os.walk(PACKAGE):
         for name in files:
             if name.endswith('.py'):
                 path = osp.join(folder, name)
@@ -85,7 +86,7 @@ def test_vocabulary_of_sampling_configs():
     num_sampling_steps (sample_steps, sampler and num_steps are gone)."""
     configs = osp.join(osp.dirname(osp.dirname(PACKAGE)), 'configs')
     stale = []
-    for folder, _, files in __import__('os').walk(configs):
+    for folder, _, files in os.walk(configs):
         for name in files:
             if not name.endswith('.py'):
                 continue

@@ -10,8 +10,6 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
-from mmengine.registry import DefaultScope
-
 from mmagic.registry import DATASETS
 
 
@@ -213,8 +211,7 @@ def dataset_class(name: str) -> type:
         ValueError: For a name no registered dataset has, or a dataset
             that cannot read a taxonomy from its files alone.
     """
-    with DefaultScope.overwrite_default_scope('mmagic'):
-        cls = DATASETS.get(name)
+    cls = DATASETS.get(name)
     if cls is None:
         raise ValueError(f'taxonomy spec type {name!r} is not a registered '
                          'dataset')

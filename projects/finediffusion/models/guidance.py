@@ -45,17 +45,6 @@ class TieredGuidance:
         self.scale = scale
         self.guided_channels = guided_channels
 
-    def check(self, backbone) -> None:
-        """Refuses a mode the model was not trained for.
-
-        Raises:
-            ValueError: For standard CFG with a table without a null row.
-        """
-        if self.mode == 'standard' and not backbone.has_null_class:
-            raise ValueError(
-                'standard CFG needs a null row: train the TieredDiT with '
-                "null_prob (e.g. 0.1), or use mode='fine_grained'")
-
     def __call__(self,
                  backbone,
                  x: Tensor,
@@ -74,11 +63,14 @@ class TieredGuidance:
 
         Returns:
             Tensor: (N, out_channels, H, W).
+
+        Raises:
+            ValueError: From the backbone, for standard CFG with a table
+                without a null row.
         """
         reference = REFERENCES[self.mode]
         if reference is None:
             return backbone(x, t, labels, 'sub')
-        self.check(backbone)
         return backbone.forward_with_cfg(
             x, t, labels, self.scale if scale is None else scale, reference,
             self.guided_channels)
