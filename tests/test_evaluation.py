@@ -28,13 +28,15 @@ model = dict(
 
 class FakeInception(torch.nn.Module):
     """TorchScript stand-in with the interface of StyleGAN's Inception:
-    uint8 images in, 2048 features out."""
+    uint8 images in, 2048 features out (and the same for the Inception
+    Score's logits)."""
 
     def __init__(self):
         super().__init__()
         self.conv = torch.nn.Conv2d(3, 32, 3, padding=1)
 
-    def forward(self, img: torch.Tensor, return_features: bool = False):
+    def forward(self, img: torch.Tensor, return_features: bool = False,
+                no_output_bias: bool = False):
         x = self.conv(img.float() / 255)
         return torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
 

@@ -39,7 +39,7 @@ def test_sqrtm_accepts_disp_as_mmagic_fid_calls_it():
     import numpy as np
     import scipy.linalg
 
-    from finediffusion.compat import sqrtm_accepting_disp
+    from finediffusion.compat.scipy_sqrtm import sqrtm_accepting_disp
 
     a = np.array([[4.0, 1.0], [1.0, 3.0]])
     # scipy >= 1.18's sqrtm takes no disp; wrapped as the compat module does.

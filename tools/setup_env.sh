@@ -24,7 +24,8 @@ PY
 key=$(cat "$lock" "$root/requirements/build.txt" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12)
 base=$home/base-$key
 # --no-warn-conflicts: mmagic and mmpretrain are installed without the extras
-# they declare (mediapipe, face-alignment, ...), which nothing here imports.
+# they declare that nothing imports at run time (mediapipe, clip, ...); the
+# ones MMagic's modules import (controlnet_aux, face_alignment) are in the lock.
 pip_base=("$base/bin/python" -m pip install -q --no-input --disable-pip-version-check --no-warn-conflicts)
 
 build_mmcv() {
@@ -69,13 +70,14 @@ if [ "$(cat "$venv/.fd-stamp" 2>/dev/null)" != "$stamp" ]; then
   base_site=$("$base/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
   # addsitedir, not a bare path: the base's own .pth files must run too.
   echo "import site; site.addsitedir('$base_site')" > "$site/_finediffusion_base.pth"
-  # Runs the compatibility fixes at interpreter start, so that a plain
-  # `import mmagic.models` works in this environment. compat.py is loaded by
-  # path: importing it as finediffusion.compat would first run the package's
-  # __init__, which imports all of MMagic. The package later finds it in
-  # sys.modules and does not run it twice.
-  compat=$root/projects/finediffusion/compat.py
-  echo "import importlib.util, sys; spec = importlib.util.spec_from_file_location('finediffusion.compat', '$compat'); sys.modules[spec.name] = importlib.util.module_from_spec(spec); spec.loader.exec_module(sys.modules[spec.name])" \
+  # Installs the import hook of the compatibility fixes at interpreter start
+  # (finediffusion/compat/__init__.py, standard library only), so that a
+  # plain `import mmagic.models` works in this environment; each fix runs
+  # when the module it patches is first imported. Loaded by path: importing
+  # it as finediffusion.compat would first run the package's __init__,
+  # which imports all of MMagic.
+  compat=$root/projects/finediffusion/compat
+  echo "import importlib.util, sys; spec = importlib.util.spec_from_file_location('finediffusion.compat', '$compat/__init__.py', submodule_search_locations=['$compat']); sys.modules[spec.name] = importlib.util.module_from_spec(spec); spec.loader.exec_module(sys.modules[spec.name])" \
     > "$site/finediffusion_compat.pth"
   (cd "$root" && "$venv/bin/python" -m pip install -q --no-input --disable-pip-version-check \
      --no-deps --no-build-isolation -e .)

@@ -1,12 +1,15 @@
 """FineDiffusion: a pretrained DiT fine-tuned to a two-tier taxonomy."""
 from contextlib import nullcontext
-from typing import ContextManager, Dict, List, Optional, Sequence, Union
+from copy import deepcopy
+from typing import (Callable, ContextManager, Dict, List, Optional, Sequence,
+                    Tuple, Union)
 
 import torch
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
 from mmagic.models.data_preprocessors import DataPreprocessor
+from mmagic.models.utils import get_valid_num_batches, noise_sample_fn
 from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
 from mmagic.structures import DataSample
 from .data_preprocessor import DiTDataPreprocessor
@@ -337,7 +340,8 @@ class FineDiffusion(BaseModel):
                scheduler: Optional[dict] = None,
                generator: Optional[torch.Generator] = None,
                use_ema: bool = True,
-               progress: bool = False) -> Tensor:
+               progress: bool = False,
+               noise: Optional[Tensor] = None) -> Tensor:
         """Generates images of subclass ``labels``.
 
         Args:
@@ -351,24 +355,28 @@ class FineDiffusion(BaseModel):
             generator (torch.Generator, optional): For x_T and step noise.
             use_ema (bool): Sample with the EMA weights. Defaults to True.
             progress (bool): Show a progress bar.
+            noise (Tensor, optional): x_T, (N, *noise_size); drawn with
+                ``generator`` when None.
 
         Returns:
             Tensor: RGB images in [-1, 1], (N, 3, H, W).
 
         Raises:
-            ValueError: For labels outside the class table, naming them, and
-                from :func:`build_sampler`.
+            ValueError: For labels outside the class table, naming them, a
+                ``noise`` of another shape, and from :func:`build_sampler`.
         """
         self.backbone.check_labels(labels)
         guidance = guidance or self.guidance
         sampler = build_sampler(self.diffusion, scheduler or self.scheduler,
                                 num_sampling_steps or self.num_sampling_steps)
-        grid_h, grid_w = self.backbone.grid
-        p = self.backbone.patch_size
-        noise = torch.randn((len(labels), self.backbone.in_channels,
-                             grid_h * p, grid_w * p),
-                            generator=generator,
-                            device=labels.device)  # x_T, (N, C, H, W)
+        if noise is None:
+            noise = torch.randn((len(labels), *self.noise_size),
+                                generator=generator,
+                                device=labels.device)  # x_T, (N, C, H, W)
+        elif noise.shape != (len(labels), *self.noise_size):
+            raise ValueError(
+                f'noise of shape {tuple(noise.shape)} given for '
+                f'{len(labels)} labels; x_T is (N, *{self.noise_size})')
 
         # The sampler's state stays float32 when the backbone runs in bf16.
         dtype = self.backbone.pos_embed.dtype
@@ -384,6 +392,27 @@ class FineDiffusion(BaseModel):
             x0 = sampler(model_fn, noise, generator, progress)
         return self.decode(x0).clamp(-1, 1)
 
+    @property
+    def noise_size(self) -> Tuple[int, int, int]:
+        """The shape of one x_T: (C, H, W) of the backbone's input."""
+        grid_h, grid_w = self.backbone.grid
+        p = self.backbone.patch_size
+        return (self.backbone.in_channels, grid_h * p, grid_w * p)
+
+    def noise_fn(self,
+                 noise: Union[Tensor, Callable, None] = None,
+                 num_batches: int = 1) -> Tensor:
+        """x_T for a generation request, as MMagic's GANs' ``noise_fn``
+        (the VisualizationHook's 'GAN' mode draws it once and reuses it):
+        ``mmagic.models.utils.noise_sample_fn`` over :attr:`noise_size`.
+
+        Returns:
+            Tensor: (num_batches, *noise_size) on the model's device.
+        """
+        return noise_sample_fn(noise=noise, num_batches=num_batches,
+                               noise_size=self.noise_size,
+                               device=self.data_preprocessor.device)
+
     def _ema_weights(self, use_ema: bool) -> ContextManager:
         """The EMA weights swapped into the backbone, when asked for and
         kept; otherwise no change."""
@@ -391,41 +420,70 @@ class FineDiffusion(BaseModel):
             return self.ema.swapped_in(self.backbone)
         return nullcontext()
 
-    def predict(self, inputs: Optional[dict],
-                data_samples: DataSample) -> List[DataSample]:
-        """One generated image per data sample, of its ``gt_label`` class.
+    def predict(self, inputs: Union[dict, Tensor, None],
+                data_samples: Optional[DataSample]) -> List[DataSample]:
+        """Generated images, following MMagic's conditional GANs
+        (``BaseConditionalGAN.forward``).
 
         Args:
-            inputs (dict, optional): MMagic's generation request:
-                ``sample_model`` ('ema' or 'orig') and ``sample_kwargs``
-                (``num_sampling_steps``, ``guidance_scale``, ``scheduler``,
-                ``guidance`` as a :class:`TieredGuidance` config).
-            data_samples (DataSample): The requested labels (``gt_label``).
+            inputs (dict or Tensor, optional): MMagic's generation request:
+                ``num_batches``, ``noise`` (x_T, see :meth:`noise_fn`),
+                ``sample_model`` ('ema' or 'orig') and
+                ``sample_kwargs`` (``num_sampling_steps``, ``guidance_scale``,
+                ``scheduler``, ``guidance`` as a :class:`TieredGuidance`
+                config); a Tensor (a batch of real images, as a test loader
+                gives) only sets the batch size.
+            data_samples (DataSample, optional): The requested labels
+                (``gt_label``). Without labels, subclass labels are drawn
+                uniformly from the class table, as MMagic's conditional GANs
+                do for noise-driven metrics and the ``VisualizationHook``.
 
         Returns:
-            list[DataSample]: Each with ``fake_img``, BGR in [0, 255] at
-            whole levels (MMagic's generation metrics' form), and
-            ``gt_label``.
+            list[DataSample]: One per image: the input sample's fields (its
+            ``gt_img`` for metrics that compare), ``fake_img`` (BGR in
+            [0, 255] at whole levels, MMagic's generation metrics' form),
+            ``gt_label``, ``sample_model`` and ``sample_kwargs``.
         """
         request = inputs if isinstance(inputs, dict) else {}
         options = dict(request.get('sample_kwargs') or {})
         if isinstance(options.get('guidance'), dict):
             options['guidance'] = TieredGuidance(**options['guidance'])
-        labels = self._labels(data_samples, self.data_preprocessor.device)
-        images = self.sample(
-            labels,
-            use_ema=request.get('sample_model', 'ema') == 'ema',
-            **options)
+        labels = self._requested_labels(inputs, data_samples)
+        sample_model = request.get('sample_model', 'ema')
+        noise = request.get('noise')
+        if noise is not None:
+            noise = self.noise_fn(noise, num_batches=len(labels))
+        images = self.sample(labels, use_ema=sample_model == 'ema',
+                             noise=noise, **options)
         # Whole levels, as DiT stores samples for FID (clamp(127.5 x +
         # 128).to(uint8)): MMagic's FID truncates floats to uint8, which
         # would darken every sample by half a level on average.
         fake = self.data_preprocessor.destruct(images, data_samples).round()
-        outputs = []
-        for image, label in zip(fake, labels):
-            sample = DataSample(fake_img=image)
-            sample.set_gt_label(label)
-            outputs.append(sample)
-        return outputs
+        batch = DataSample()
+        if data_samples:
+            batch.update(data_samples)
+        batch.fake_img = fake
+        batch.set_gt_label(labels)
+        if noise is not None:
+            batch.noise = noise
+        batch.sample_model = sample_model
+        batch.sample_kwargs = deepcopy(request.get('sample_kwargs') or {})
+        return batch.split(allow_nonseq_value=True)
+
+    def _requested_labels(self, inputs: Union[dict, Tensor, None],
+                          data_samples: Optional[DataSample]) -> Tensor:
+        """The subclass labels of a request, (N, ): the samples' own, or N
+        uniform draws (N from ``num_batches``, the tensors or samples)."""
+        device = self.data_preprocessor.device
+        if data_samples and 'gt_label' in data_samples:
+            return self._labels(data_samples, device)
+        num_batches = get_valid_num_batches(inputs, data_samples)
+        return torch.randint(self.backbone.num_classes, (num_batches, ),
+                             device=device)
+
+    @staticmethod
+    def _labels(data_samples: DataSample, device: torch.device) -> Tensor:
+        return data_samples.gt_label.label.to(device).long().flatten()
 
     def forward(self,
                 inputs: Optional[Tensor],
@@ -438,10 +496,6 @@ class FineDiffusion(BaseModel):
             return self.predict(inputs, data_samples)
         raise ValueError(f"FineDiffusion supports modes 'loss' and "
                          f"'predict', got {mode!r}")
-
-    @staticmethod
-    def _labels(data_samples: DataSample, device: torch.device) -> Tensor:
-        return data_samples.gt_label.label.to(device).long().flatten()
 
 
 def encode_posterior(vae: nn.Module, images: Tensor):
