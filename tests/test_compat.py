@@ -229,3 +229,15 @@ def test_mmagic_apis_and_optional_runtime_modules_import():
         'from mmagic.datasets.transforms import generate_assistant as g; '
         'print(MMagicInferencer.__name__, g.has_face_alignment)')
     assert out.splitlines()[-1] == 'MMagicInferencer True'
+
+
+def test_psnr_keeps_numpy_1_precision():
+    """MMagic's own test value (numpy 2 alone gives 48.130806)."""
+    from mmagic.evaluation.metrics import PSNR
+    from mmagic.evaluation.metrics.psnr import psnr
+    value = psnr(np.ones((32, 32)), 2 * np.ones((32, 32)), crop_border=0)
+    assert round(value, 7) == 48.1308036 and value.dtype == np.float64
+    metric = PSNR()
+    metric.process([], [dict(output=dict(pred_img=torch.ones(3, 8, 8)),
+                             gt_img=2 * torch.ones(3, 8, 8))])
+    assert round(metric.results[0]['PSNR'], 7) == 48.1308036

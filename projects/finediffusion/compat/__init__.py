@@ -33,6 +33,7 @@ FIXES: Dict[str, str] = {
     'scipy.linalg': 'scipy_sqrtm:fix_sqrtm',
     'mmagic.engine.schedulers.reduce_lr_scheduler':
     'schedulers:fix_reduce_lr',
+    'mmagic.evaluation.metrics.psnr': 'psnr:fix_psnr',
     'mmagic.evaluation.metrics.base_gen_metric':
     'gen_metrics:fix_conditional_sampler',
     'mmagic.models.editors.dcgan.dcgan_discriminator':
