@@ -237,6 +237,9 @@ def test_psnr_keeps_numpy_1_precision():
     from mmagic.evaluation.metrics.psnr import psnr
     value = psnr(np.ones((32, 32)), 2 * np.ones((32, 32)), crop_border=0)
     assert round(value, 7) == 48.1308036 and value.dtype == np.float64
+    value = psnr(np.ones((32, 32, 3)), 2 * np.ones((32, 32, 3)),
+                 crop_border=0, convert_to='Y')
+    assert round(value, 7) == 49.4527218
     metric = PSNR()
     metric.process([], [dict(output=dict(pred_img=torch.ones(3, 8, 8)),
                              gt_img=2 * torch.ones(3, 8, 8))])

@@ -38,6 +38,8 @@ val_evaluator = dict(
     ])
 val_cfg = dict(type='MultiValLoop')
 train_cfg = dict(val_interval=20)
+# Four respaced DDPM steps per image: a check that the tools run, not a
+# quality setting.
 model = dict(num_sampling_steps=4)
 
 custom_hooks = [

@@ -12,9 +12,9 @@ def fix_psnr(module: ModuleType) -> None:
     ``20 * log10(255 / sqrt(mse))``. numpy 1 promoted that Python-float
     arithmetic on a float32 scalar to float64; numpy 2 keeps float32, which
     moves results from the 7th significant digit on (MMagic's own tests
-    fail: 48.130806 for 48.1308036). The replacement keeps the float32
-    error, as both numpy versions compute it, and the float64 tail of
-    numpy 1 (PSNR = 10 log10(MAX^2 / MSE), MAX = 255).
+    fail: 48.130806 for 48.1308036). The replacement computes what numpy 1
+    did: the float32 error and its float32 square root, then
+    20 log10(255 / root) in float64.
     """
     if getattr(module.psnr, 'float64_tail', False):
         return
@@ -29,8 +29,10 @@ def fix_psnr(module: ModuleType) -> None:
                               input_order=input_order, convert_to=convert_to,
                               channel_order=channel_order)
                 for img in (img1, img2))
-        mse = np.float64(((a - b)**2).mean())
-        return float('inf') if mse == 0 else 10 * np.log10(255.**2 / mse)
+        mse = ((a - b)**2).mean()
+        if mse == 0:
+            return float('inf')
+        return 20. * np.log10(255. / np.float64(np.sqrt(mse)))
 
     psnr.__doc__ = module.psnr.__doc__
     psnr.float64_tail = True
