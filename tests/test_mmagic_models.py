@@ -177,3 +177,74 @@ def test_inferencer_names_in_images_and_grid_out(tmp_path, toy_root):
                for a, b in zip(predictions, again['predictions']))
     with pytest.raises(ValueError, match='unknown'):
         inferencer(['no such class'])
+
+
+def test_predict_takes_mmagic_requests_and_refuses_bad_ones(tiny_model):
+    samples = [DataSample(), DataSample()]
+    for sample, label in zip(samples, (2, 3)):
+        sample.set_gt_label(label)
+    # A list of samples, as a direct predict call gives it.
+    out = tiny_model.predict(dict(sample_model='ema/orig'), samples)
+    assert [int(s.gt_label.label) for s in out] == [2, 3]
+    assert out[0].ema.fake_img.shape == out[0].orig.fake_img.shape == (
+        3, 16, 16)
+    images = torch.rand(2, 3, 16, 16)
+    out = tiny_model.predict(dict(img=images, sample_model='orig'), None)
+    assert torch.equal(out[1].gt_img, images[1])
+    bad = [
+        (dict(sample_model='EMA'), 'sample_model'),
+        (dict(num_batches=0), 'num_batches'),
+        (dict(num_batches=2.5), 'num_batches'),
+        (dict(noise=torch.zeros(2, 3, 8, 8)), r'noise of shape \(2, 3, 8, 8\)'),
+        (dict(num_batches=2, sample_kwargs=dict(use_ema=False)), 'use_ema'),
+    ]
+    for request, match in bad:
+        with pytest.raises(ValueError, match=match):
+            tiny_model.predict(request, None)
+
+
+def test_cfg_options_reach_the_copies_in_the_mmagic_configs():
+    from finediffusion.config import load_config
+    gan = load_config(GAN_CONFIG, dict(data_root='/data/mine'))
+    assert gan.train_dataloader.dataset.data_root == '/data/mine'
+    tools = load_config(GAN_TOOLS_CONFIG,
+                        dict(inception_path='/w/inception.pt',
+                             image_shape=(3, 32, 32)))
+    metrics = tools.val_evaluator.metrics
+    assert metrics[0].inception_path == metrics[1].inception_path == \
+        '/w/inception.pt'
+    assert tuple(metrics[2].image_shape) == (3, 32, 32)
+
+
+def test_inferencer_refuses_bad_requests_and_keeps_earlier_output(
+        tmp_path, toy_root):
+    from finediffusion.inferencer import FineDiffusionInferencer
+    work = tmp_path / 'run'
+    run = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools/train.py'), TINY_CONFIG,
+         '--work-dir', str(work), '--cfg-options',
+         f'train_dataloader.dataset.data_root={toy_root}',
+         'train_cfg.max_iters=1', 'default_hooks.checkpoint.interval=1'],
+        capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    config = str(work / 'finediffusion_tiny_cpu.py')
+    inferencer = FineDiffusionInferencer(config, str(work / 'iter_1.pth'),
+                                         device='cpu')
+    for inputs, kwargs, match in (([], {}, 'no classes'),
+                                  ([0], dict(per_class=0), 'per_class'),
+                                  ([0], dict(batch_size=0), 'batch_size')):
+        with pytest.raises(ValueError, match=match):
+            inferencer(inputs, num_sampling_steps=1, **kwargs)
+    out = tmp_path / 'samples'
+    out.mkdir()
+    (out / 'grid.png').write_bytes(b'earlier')
+    with pytest.raises(FileExistsError, match='already holds files'):
+        inferencer([0], num_sampling_steps=1, out_dir=str(out))
+    assert (out / 'grid.png').read_bytes() == b'earlier'
+    broken = tmp_path / 'broken.pth'
+    broken.write_bytes(b'not a checkpoint')
+    with pytest.raises(ValueError, match='broken.pth is not a readable'):
+        FineDiffusionInferencer(config, str(broken), device='cpu')
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        FineDiffusionInferencer(config, str(tmp_path / 'missing.pth'),
+                                device='cpu')

@@ -176,7 +176,7 @@ def main() -> None:
     try:
         model, taxonomy = load_for_sampling(cfg, args.weights, args.base,
                                             device)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f'error: {error}')
     if precision == 'bfloat16':
         model.cast_backbone(torch.bfloat16)

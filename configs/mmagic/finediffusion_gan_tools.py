@@ -56,4 +56,10 @@ visualizer = dict(type='Visualizer', vis_backends=vis_backends,
 copied_specs = {
     'val_dataloader.dataset.data_root':
     dict(spec='data_root', value='data/toy_hierarchy'),
+    'val_evaluator.metrics.0.inception_path':
+    dict(spec='inception_path', value=inception_path),
+    'val_evaluator.metrics.1.inception_path':
+    dict(spec='inception_path', value=inception_path),
+    'val_evaluator.metrics.2.image_shape':
+    dict(spec='image_shape', value=image_shape),
 }

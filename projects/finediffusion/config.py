@@ -53,19 +53,33 @@ def load_config(path: str,
     return cfg
 
 
+def _step(tree: Any, key: str) -> Any:
+    """``tree[key]``, a digit key indexing a list (as ``--cfg-options``
+    paths such as ``val_evaluator.metrics.0.inception_path`` do)."""
+    if isinstance(tree, (list, tuple)):
+        return tree[int(key)] if key.isdigit() and int(key) < len(
+            tree) else _MISSING
+    if isinstance(tree, (dict, Config)) and key in tree:
+        return tree[key]
+    return _MISSING
+
+
 def _get(tree: Any, path: str) -> Any:
     for key in path.split('.'):
-        if not isinstance(tree, (dict, Config)) or key not in tree:
+        tree = _step(tree, key)
+        if tree is _MISSING:
             return _MISSING
-        tree = tree[key]
     return tree
 
 
 def _set(tree: Config, path: str, value: Any) -> None:
     *parents, last = path.split('.')
     for key in parents:
-        tree = tree[key]
-    tree[last] = value
+        tree = _step(tree, key)
+    if isinstance(tree, list):
+        tree[int(last)] = value
+    else:
+        tree[last] = value
 
 
 def _plain(value: Any) -> Any:

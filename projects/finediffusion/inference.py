@@ -2,12 +2,14 @@
 and the inference precision options of the tools."""
 import argparse
 import json
+import os.path as osp
+import pickle
 from typing import Optional, Union
 
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from mmagic.registry import MODELS
 from .config import load_config
@@ -143,11 +145,31 @@ def load_for_sampling(
         tuple: The FineDiffusion (eval mode) and its :class:`Taxonomy`.
 
     Raises:
+        FileNotFoundError: When ``weights`` is no file.
         ValueError: When the delta or the PEFT checkpoint lacks a tensor
-            that its metadata declares (the message names them), or a tensor
-            has another shape.
+            that its metadata declares (the message names them), a tensor
+            has another shape, or the file is no checkpoint or delta this
+            model can load (unreadable, truncated, of another model); the
+            message names the file and the cause.
     """
+    if not isinstance(weights, str) or not osp.isfile(weights):
+        raise FileNotFoundError(f'weights file not found: {weights!r}')
     config = load_config(config) if isinstance(config, str) else config
+    try:
+        return _load_for_sampling(config, weights, base, device)
+    except (pickle.UnpicklingError, EOFError, SafetensorError,
+            RuntimeError) as error:
+        cause = str(error).strip().splitlines()[0][:300] if str(error) \
+            else type(error).__name__
+        # Not torch's advice to retry with weights_only=False: the file
+        # is not one of ours, or damaged.
+        raise ValueError(f'{weights} is not a readable checkpoint or delta '
+                         f'of this model: {cause}') from error
+
+
+def _load_for_sampling(config: Config, weights: str, base: Optional[str],
+                       device: Union[str, torch.device]) -> tuple:
+    """:func:`load_for_sampling` on a loaded config and an existing file."""
     if weights.endswith('.safetensors'):
         model = build_from_delta(config, weights, base, device)
         with safe_open(weights, framework='pt') as f:

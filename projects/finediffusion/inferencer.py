@@ -13,7 +13,7 @@ plugin; use this class directly::
 """
 import os
 import os.path as osp
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Union
 
 import numpy as np
 import torch
@@ -42,7 +42,8 @@ class FineDiffusionInferencer(BaseInferencer):
 
     Call arguments (besides ``inputs``: class ids, ``id:N``, subclass or
     superclass names, resolved by :meth:`Taxonomy.resolve`; a superclass
-    gives all its subclasses):
+    gives all its subclasses; a class asked for twice is sampled once, at
+    its first place):
         per_class (int): Images per class. Defaults to 1.
         batch_size (int): Images per forward. Defaults to 8.
         seed (int): Batch k draws its noise with seed ``seed + k``, as
@@ -52,7 +53,8 @@ class FineDiffusionInferencer(BaseInferencer):
             config's.
         scheduler (dict), num_sampling_steps (int): Default to the config's.
         out_dir (str): When given, ``<out_dir>/<id>_<n>.png`` and a labelled
-            ``grid.png`` (a row per class) are written.
+            ``grid.png`` (a row per class) are written; it must be a new or
+            empty folder, so that no earlier output is overwritten.
 
     Returns (``__call__``):
         dict: ``predictions``, one dict per image (``label``, ``class_name``,
@@ -62,8 +64,12 @@ class FineDiffusionInferencer(BaseInferencer):
         (``fake_img`` (3, H, W) uint8 RGB, ``gt_label``).
 
     Raises:
-        ValueError: For an unknown class name (naming the closest ones), an
-            id outside the class table, or unusable weights.
+        ValueError: For no classes, an unknown class name (naming the
+            closest ones), an id outside the class table, a ``per_class``
+            or ``batch_size`` that is not a positive int, or unusable
+            weights (naming the file).
+        FileNotFoundError: For a missing config or weights file.
+        FileExistsError: For an ``out_dir`` that holds files.
     """
     preprocess_kwargs = {'per_class'}
     forward_kwargs = {
@@ -106,6 +112,14 @@ class FineDiffusionInferencer(BaseInferencer):
                    per_class: int = 1) -> Iterable[torch.Tensor]:
         """Batches of subclass ids, (<= batch_size, ), ``per_class``
         consecutive copies of each class in the order asked."""
+        for name, value in (('per_class', per_class),
+                            ('batch_size', batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or value < 1:
+                raise ValueError(
+                    f'{name} must be a positive int, got {value!r}')
+        if not inputs:
+            raise ValueError('no classes given: pass class ids or names')
         classes: List[int] = []
         for query in inputs:
             for sub in self.taxonomy.resolve(str(query)):
@@ -117,6 +131,11 @@ class FineDiffusionInferencer(BaseInferencer):
 
     def __call__(self, inputs, return_datasamples: bool = False,
                  batch_size: int = 8, **kwargs) -> dict:
+        out_dir = kwargs.get('out_dir')
+        if out_dir and osp.isdir(out_dir) and os.listdir(out_dir):
+            raise FileExistsError(
+                f'out_dir {out_dir} already holds files; give a new or '
+                'empty folder (nothing there is overwritten)')
         self._batch = 0
         return super().__call__(inputs, return_datasamples, batch_size,
                                 **kwargs)

@@ -8,13 +8,11 @@ def _labels_from_dataset(sampler) -> list:
     """A batch of DataSamples, each holding the label of a random image of
     the dataset (the sampler's ``get_cond``, with the label as a label)."""
     from mmagic.structures import DataSample
-    samples = []
-    for _ in range(sampler.batch_size):
-        index = np.random.randint(len(sampler.dataset))
-        sample = DataSample()
-        sample.set_gt_label(sampler.dataset.get_data_info(index)['gt_label'])
-        samples.append(sample)
-    return samples
+    dataset = sampler.dataset
+    indices = [np.random.randint(len(dataset))
+               for _ in range(sampler.batch_size)]
+    return [DataSample().set_gt_label(dataset.get_data_info(i)['gt_label'])
+            for i in indices]
 
 
 def fix_conditional_sampler(module: ModuleType) -> None:

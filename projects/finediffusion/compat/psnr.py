@@ -22,17 +22,16 @@ def fix_psnr(module: ModuleType) -> None:
 
     def psnr(img1, img2, crop_border=0, input_order='HWC', convert_to=None,
              channel_order='rgb'):
-        if img1.shape != img2.shape:
-            raise AssertionError(
-                f'Image shapes are different: {img1.shape}, {img2.shape}.')
-        a, b = (img_transform(img, crop_border=crop_border,
-                              input_order=input_order, convert_to=convert_to,
-                              channel_order=channel_order)
-                for img in (img1, img2))
-        mse = ((a - b)**2).mean()
-        if mse == 0:
+        if img1.shape != img2.shape:  # MMagic raises AssertionError here
+            raise AssertionError(f'psnr needs two images of one shape, got '
+                                 f'{img1.shape} and {img2.shape}')
+        options = dict(crop_border=crop_border, input_order=input_order,
+                       convert_to=convert_to, channel_order=channel_order)
+        error = np.mean(np.square(
+            img_transform(img1, **options) - img_transform(img2, **options)))
+        if error == 0:
             return float('inf')
-        return 20. * np.log10(255. / np.float64(np.sqrt(mse)))
+        return 20. * np.log10(255. / np.float64(np.sqrt(error)))
 
     psnr.__doc__ = module.psnr.__doc__
     psnr.float64_tail = True

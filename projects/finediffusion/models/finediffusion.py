@@ -20,6 +20,9 @@ from .peft import apply_trainable
 from .sampling import build_sampler, build_scheduler
 from .tiered_dit import CLASS_PARAMS, CLASS_TABLE
 
+# The weights a generation request may name, as MMagic's GANs do.
+SAMPLE_MODELS = ('ema', 'orig', 'ema/orig')
+
 ModelType = Union[dict, nn.Module]
 
 # SD-VAE latent scale used by DiT (and by Stable Diffusion 1.x).
@@ -428,7 +431,9 @@ class FineDiffusion(BaseModel):
         Args:
             inputs (dict or Tensor, optional): MMagic's generation request:
                 ``num_batches``, ``noise`` (x_T, see :meth:`noise_fn`),
-                ``sample_model`` ('ema' or 'orig') and
+                ``img`` (real images, kept as ``gt_img``), ``sample_model``
+                ('ema', 'orig' or 'ema/orig': both, as ``ema`` and ``orig``
+                fields) and
                 ``sample_kwargs`` (``num_sampling_steps``, ``guidance_scale``,
                 ``scheduler``, ``guidance`` as a :class:`TieredGuidance`
                 config); a Tensor (a batch of real images, as a test loader
@@ -443,32 +448,49 @@ class FineDiffusion(BaseModel):
             ``gt_img`` for metrics that compare), ``fake_img`` (BGR in
             [0, 255] at whole levels, MMagic's generation metrics' form),
             ``gt_label``, ``sample_model`` and ``sample_kwargs``.
+
+        Raises:
+            ValueError: For an unknown ``sample_model``, a ``num_batches``
+                that is not a positive int, ``noise`` of another shape than
+                (N, *noise_size), ``sample_kwargs`` that set what the
+                request sets (``use_ema``, ``noise``), and from
+                :meth:`sample`.
         """
         request = inputs if isinstance(inputs, dict) else {}
-        options = dict(request.get('sample_kwargs') or {})
-        if isinstance(options.get('guidance'), dict):
-            options['guidance'] = TieredGuidance(**options['guidance'])
+        if isinstance(data_samples, list):
+            data_samples = DataSample.stack(data_samples)
+        sample_model = _sample_model(request)
+        options = _sample_options(request.get('sample_kwargs'))
         labels = self._requested_labels(inputs, data_samples)
-        sample_model = request.get('sample_model', 'ema')
-        noise = request.get('noise')
-        if noise is not None:
-            noise = self.noise_fn(noise, num_batches=len(labels))
-        images = self.sample(labels, use_ema=sample_model == 'ema',
-                             noise=noise, **options)
-        # Whole levels, as DiT stores samples for FID (clamp(127.5 x +
-        # 128).to(uint8)): MMagic's FID truncates floats to uint8, which
-        # would darken every sample by half a level on average.
-        fake = self.data_preprocessor.destruct(images, data_samples).round()
-        batch = DataSample()
-        if data_samples:
-            batch.update(data_samples)
-        batch.fake_img = fake
+        noise = self._requested_noise(request.get('noise'), len(labels))
+        batch = _request_fields(request, data_samples)
+        if sample_model == 'ema/orig':
+            # Both from one x_T, as MMagic's GANs compare them.
+            if noise is None:
+                noise = self.noise_fn(num_batches=len(labels))
+            for name in ('ema', 'orig'):
+                images = self._fake_images(labels, name == 'ema', noise,
+                                           options, data_samples)
+                batch.set_field(DataSample(fake_img=images), name)
+        else:
+            batch.fake_img = self._fake_images(labels, sample_model == 'ema',
+                                               noise, options, data_samples)
         batch.set_gt_label(labels)
         if noise is not None:
             batch.noise = noise
         batch.sample_model = sample_model
         batch.sample_kwargs = deepcopy(request.get('sample_kwargs') or {})
         return batch.split(allow_nonseq_value=True)
+
+    def _fake_images(self, labels: Tensor, use_ema: bool,
+                     noise: Optional[Tensor], options: dict,
+                     data_samples: Optional[DataSample]) -> Tensor:
+        """Samples as MMagic's generation metrics take them: (N, 3, H, W)
+        BGR in [0, 255], at whole levels as DiT stores samples for FID
+        (MMagic's FID truncates floats to uint8, which would darken every
+        sample by half a level on average)."""
+        images = self.sample(labels, use_ema=use_ema, noise=noise, **options)
+        return self.data_preprocessor.destruct(images, data_samples).round()
 
     def _requested_labels(self, inputs: Union[dict, Tensor, None],
                           data_samples: Optional[DataSample]) -> Tensor:
@@ -477,9 +499,26 @@ class FineDiffusion(BaseModel):
         device = self.data_preprocessor.device
         if data_samples and 'gt_label' in data_samples:
             return self._labels(data_samples, device)
+        if isinstance(inputs, dict) and 'num_batches' in inputs:
+            count = inputs['num_batches']
+            if isinstance(count, bool) or not isinstance(count, int) \
+                    or count < 1:
+                raise ValueError(
+                    f'num_batches must be a positive int, got {count!r}')
         num_batches = get_valid_num_batches(inputs, data_samples)
         return torch.randint(self.backbone.num_classes, (num_batches, ),
                              device=device)
+
+    def _requested_noise(self, noise: Union[Tensor, Callable, None],
+                         count: int) -> Optional[Tensor]:
+        """x_T of a request, (count, *noise_size), or None (drawn later)."""
+        if noise is None:
+            return None
+        shape = (count, *self.noise_size)
+        if isinstance(noise, Tensor) and tuple(noise.shape) != shape:
+            raise ValueError(f'noise of shape {tuple(noise.shape)} given '
+                             f'for {count} images; x_T is {shape}')
+        return self.noise_fn(noise, num_batches=count)
 
     @staticmethod
     def _labels(data_samples: DataSample, device: torch.device) -> Tensor:
@@ -496,6 +535,40 @@ class FineDiffusion(BaseModel):
             return self.predict(inputs, data_samples)
         raise ValueError(f"FineDiffusion supports modes 'loss' and "
                          f"'predict', got {mode!r}")
+
+
+def _request_fields(request: dict,
+                    data_samples: Optional[DataSample]) -> DataSample:
+    """What an output keeps of its request: the samples' fields and the
+    real images (``inputs['img']``) as ``gt_img``, as MMagic's GANs do."""
+    batch = DataSample()
+    if data_samples:
+        batch.update(data_samples)
+    if isinstance(request.get('img'), Tensor):
+        batch.gt_img = request['img']
+    return batch
+
+
+def _sample_model(request: dict) -> str:
+    """The weights a request names: 'ema' (the default), 'orig' or both."""
+    sample_model = request.get('sample_model', 'ema')
+    if sample_model not in SAMPLE_MODELS:
+        raise ValueError(f'sample_model must be one of {SAMPLE_MODELS}, '
+                         f'got {sample_model!r}')
+    return sample_model
+
+
+def _sample_options(sample_kwargs: Optional[dict]) -> dict:
+    """:meth:`FineDiffusion.sample` keyword arguments of a request's
+    ``sample_kwargs``, a ``guidance`` config built."""
+    options = dict(sample_kwargs or {})
+    for key, instead in (('use_ema', 'sample_model'), ('noise', 'noise')):
+        if key in options:
+            raise ValueError(f'sample_kwargs may not set {key!r}: give the '
+                             f'request\'s {instead!r} instead')
+    if isinstance(options.get('guidance'), dict):
+        options['guidance'] = TieredGuidance(**options['guidance'])
+    return options
 
 
 def encode_posterior(vae: nn.Module, images: Tensor):
