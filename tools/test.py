@@ -15,7 +15,8 @@ import torch
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
 from finediffusion.cli import (add_config_arguments, add_runner_arguments,
                                load_runner_config, parse_runner_args)
-from finediffusion.engine.distributed import use_cpu_distributed
+from finediffusion.engine.distributed import (end_distributed,
+                                              use_cpu_distributed)
 from finediffusion.inference import (add_precision_arguments,
                                       apply_precision,
                                       check_weights_taxonomy)
@@ -73,6 +74,7 @@ def main() -> None:
             json.dump(metrics, f, indent=2, default=float)
         print(json.dumps(metrics, indent=2, default=float))
         print(f'metrics written to {path}')
+    end_distributed()
 
 
 if __name__ == '__main__':

@@ -9,7 +9,8 @@ import torch
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
 from finediffusion.engine import latest_checkpoint
-from finediffusion.engine.distributed import use_cpu_distributed
+from finediffusion.engine.distributed import (end_distributed,
+                                              use_cpu_distributed)
 from finediffusion.cli import (add_config_arguments, add_runner_arguments,
                                load_runner_config, parse_runner_args)
 from mmengine.config import Config
@@ -69,6 +70,7 @@ def main() -> None:
     if cfg.launcher == 'pytorch' and not torch.cuda.is_available():
         use_cpu_distributed(cfg)
     Runner.from_cfg(cfg).train()
+    end_distributed()
 
 
 if __name__ == '__main__':
