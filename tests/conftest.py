@@ -2,6 +2,8 @@
 import importlib.util
 import os.path as osp
 import socket
+import subprocess
+import sys
 from types import ModuleType
 
 import pytest
@@ -44,6 +46,24 @@ def tiny_cfg(toy_root, tmp_path) -> Config:
     cfg.work_dir = str(tmp_path / 'work_dir')
     cfg.default_hooks.logger.interval = 1
     return cfg
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory, toy_root) -> tuple:
+    """The tiny CPU config trained for 2 iterations through tools/train.py
+    (config, checkpoint, work dir); EMA decay 0, so that the sampled (EMA)
+    weights are the trained ones."""
+    work = tmp_path_factory.mktemp('tiny_run')
+    run = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools/train.py'), TINY_CONFIG,
+         '--work-dir', str(work), '--cfg-options',
+         f'train_dataloader.dataset.data_root={toy_root}',
+         'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2',
+         'model.ema_decay=0.0'],
+        capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    config = osp.join(work, 'finediffusion_tiny_cpu.py')
+    return config, str(work / 'iter_2.pth'), work
 
 
 @pytest.fixture(scope='session')

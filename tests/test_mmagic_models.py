@@ -146,19 +146,10 @@ def test_mmagic_gan_tools_on_finediffusion(toy_root, tmp_path):
     assert list(work.glob('*/vis_data/vis_image/fake_img_2.png'))
 
 
-def test_inferencer_names_in_images_and_grid_out(tmp_path, toy_root):
+def test_inferencer_names_in_images_and_grid_out(tmp_path, tiny_run):
     from finediffusion.inferencer import FineDiffusionInferencer
-    work = tmp_path / 'run'
-    run = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools/train.py'), TINY_CONFIG,
-         '--work-dir', str(work), '--cfg-options',
-         f'train_dataloader.dataset.data_root={toy_root}',
-         'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2'],
-        capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
-    inferencer = FineDiffusionInferencer(
-        str(work / 'finediffusion_tiny_cpu.py'), str(work / 'iter_2.pth'),
-        device='cpu')
+    config, ckpt, _ = tiny_run
+    inferencer = FineDiffusionInferencer(config, ckpt, device='cpu')
     names = inferencer.taxonomy.names
     out = str(tmp_path / 'samples')
     results = inferencer([0, names[3]], per_class=2, batch_size=3,
@@ -217,19 +208,10 @@ def test_cfg_options_reach_the_copies_in_the_mmagic_configs():
 
 
 def test_inferencer_refuses_bad_requests_and_keeps_earlier_output(
-        tmp_path, toy_root):
+        tmp_path, tiny_run):
     from finediffusion.inferencer import FineDiffusionInferencer
-    work = tmp_path / 'run'
-    run = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools/train.py'), TINY_CONFIG,
-         '--work-dir', str(work), '--cfg-options',
-         f'train_dataloader.dataset.data_root={toy_root}',
-         'train_cfg.max_iters=1', 'default_hooks.checkpoint.interval=1'],
-        capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
-    config = str(work / 'finediffusion_tiny_cpu.py')
-    inferencer = FineDiffusionInferencer(config, str(work / 'iter_1.pth'),
-                                         device='cpu')
+    config, ckpt, _ = tiny_run
+    inferencer = FineDiffusionInferencer(config, ckpt, device='cpu')
     for inputs, kwargs, match in (([], {}, 'no classes'),
                                   ([0], dict(per_class=0), 'per_class'),
                                   ([0], dict(batch_size=0), 'batch_size')):

@@ -538,23 +538,6 @@ def test_fixed_variance_loss_equals_reference(models):
     assert abs(losses['loss'].item() - expected) < 1e-5 * expected
 
 
-@pytest.fixture(scope='module')
-def tiny_run(tmp_path_factory, toy_root):
-    """The tiny CPU config trained for 2 iterations through tools/train.py;
-    EMA decay 0, so that the sampled (EMA) weights are the trained ones."""
-    work = tmp_path_factory.mktemp('ddim_tool')
-    run = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools/train.py'), TINY_CONFIG,
-         '--work-dir', str(work), '--cfg-options',
-         f'train_dataloader.dataset.data_root={toy_root}',
-         'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2',
-         'model.ema_decay=0.0'],
-        capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
-    config = osp.join(work, 'finediffusion_tiny_cpu.py')
-    return config, str(work / 'iter_2.pth'), work
-
-
 def test_sample_tool_ddim_equals_reference(tiny_run):
     """tools/sample.py --sampler ddim writes the reference DDIM's images."""
     from finediffusion.inference import load_for_sampling

@@ -30,7 +30,8 @@ from finediffusion.datasets import Taxonomy
 from finediffusion.inference import (add_precision_arguments,
                                       apply_precision, load_for_sampling)
 from finediffusion.models import FineDiffusion, TieredGuidance
-from finediffusion.visualization import class_grid, to_uint8
+from finediffusion.visualization import (grid_of_rows, rows_of_classes,
+                                         to_uint8)
 
 # The --scheduler choices: ADM's respaced DDPM (DiT's reference sampler) and
 # two diffusers schedulers.
@@ -138,30 +139,24 @@ def generate(model: FineDiffusion, labels: torch.Tensor,
     return images
 
 
-def write_outputs(images: torch.Tensor, classes: List[int], per_class: int,
+def write_outputs(images: torch.Tensor, classes: List[int],
                   taxonomy: Taxonomy, out: str) -> None:
     """OUT/<id>_<name>/<n>.png and OUT/grid.png, a labelled row per class.
 
     Args:
-        images (Tensor): (len(classes) * per_class, 3, H, W) uint8 RGB,
-            ``per_class`` consecutive images of each class.
+        images (Tensor): (len(classes) * k, 3, H, W) uint8 RGB, ``k``
+            consecutive images of each class.
         classes (list[int]): Subclass ids, in row order.
-        per_class (int): Images of each class.
         taxonomy (Taxonomy): Names of the folders and rows.
         out (str): An existing output folder.
     """
-    # (classes, per class, H, W, 3), the grid's one column group.
-    rows = images.permute(0, 2, 3, 1).reshape(
-        len(classes), per_class, *images.shape[2:], 3).numpy()
+    rows = rows_of_classes(images, len(classes))
     for sub, row in zip(classes, rows):
         folder = osp.join(out, f'{sub}_{slug(taxonomy.names[sub])}')
         os.makedirs(folder, exist_ok=True)
         for n, image in enumerate(row):
             Image.fromarray(image).save(osp.join(folder, f'{n}.png'))
-    # Small images are enlarged to 64 pixels or more.
-    zoom = max(1, 64 // rows.shape[2])
-    class_grid({'': rows}, classes, taxonomy, zoom=zoom).save(
-        osp.join(out, 'grid.png'))
+    grid_of_rows(rows, classes, taxonomy).save(osp.join(out, 'grid.png'))
 
 
 def main() -> None:
@@ -198,7 +193,7 @@ def main() -> None:
     except ValueError as error:
         # E.g. more DDPM steps than the model's diffusion has.
         raise SystemExit(f'error: {error}')
-    write_outputs(images, classes, args.per_class, taxonomy, args.out)
+    write_outputs(images, classes, taxonomy, args.out)
     print(f'wrote {len(images)} images of {len(classes)} classes and '
           f'{osp.join(args.out, "grid.png")}')
 

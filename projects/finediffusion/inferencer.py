@@ -23,7 +23,7 @@ from mmagic.structures import DataSample
 from .config import load_config
 from .inference import load_for_sampling
 from .models import TieredGuidance
-from .visualization import class_grid, to_uint8
+from .visualization import grid_of_rows, rows_of_classes, to_uint8
 
 ClassQuery = Union[str, int]
 
@@ -167,12 +167,9 @@ class FineDiffusionInferencer(BaseInferencer):
                   out_dir: Optional[str] = None) -> List[np.ndarray]:
         """The labelled grid (a row per class); with ``out_dir``, the grid
         and every image as PNG files."""
-        per_class = len(preds) // len(self.classes)
-        images = torch.stack([p.fake_img for p in preds])
-        rows = images.permute(0, 2, 3, 1).reshape(
-            len(self.classes), per_class, *images.shape[2:], 3).numpy()
-        grid = class_grid({'': rows}, self.classes, self.taxonomy,
-                          zoom=max(1, 64 // rows.shape[2]))
+        rows = rows_of_classes(torch.stack([p.fake_img for p in preds]),
+                               len(self.classes))
+        grid = grid_of_rows(rows, self.classes, self.taxonomy)
         if out_dir:
             os.makedirs(out_dir, exist_ok=True)
             for sub, row in zip(self.classes, rows):

@@ -124,3 +124,27 @@ def sample_grid(groups: Dict[str, Tuple[Tensor, Tensor]],
         for title, (images, labels) in groups.items()
     }
     return class_grid(columns, rows, taxonomy, **kwargs)
+
+
+def rows_of_classes(images: Tensor, num_classes: int) -> np.ndarray:
+    """Images as one row per class, for :func:`class_grid`.
+
+    Args:
+        images (Tensor): (num_classes * k, 3, H, W) uint8 RGB, ``k``
+            consecutive images of each class.
+        num_classes (int): The number of classes (rows).
+
+    Returns:
+        np.ndarray: (num_classes, k, H, W, 3) uint8 RGB.
+    """
+    per_class = len(images) // num_classes
+    return images.permute(0, 2, 3, 1).reshape(num_classes, per_class,
+                                              *images.shape[2:], 3).numpy()
+
+
+def grid_of_rows(rows: np.ndarray, classes: Sequence[int],
+                 taxonomy: Taxonomy) -> Image.Image:
+    """The labelled :func:`class_grid` of :func:`rows_of_classes`' rows,
+    small images enlarged to 64 pixels or more."""
+    return class_grid({'': rows}, classes, taxonomy,
+                      zoom=max(1, 64 // rows.shape[2]))
