@@ -99,8 +99,12 @@ class NoiseLike(torch.nn.Module):
     variance values in [-1, 1], so samples keep the data's scale (a random
     eps makes x0 = x_t / sqrt(alpha_bar) explode at large t)."""
 
-    # Guidance runs through the backbone's own method, on this forward.
+    # Guidance runs through the backbone's own methods, on this forward.
     forward_with_cfg = TieredDiT.forward_with_cfg
+    forward_with_hierarchical_cfg = TieredDiT.forward_with_hierarchical_cfg
+    tier = TieredDiT.tier
+    _guidance_tiers = TieredDiT._guidance_tiers
+    ranks = TieredDiT.ranks
 
     def __init__(self, dit):
         super().__init__()
@@ -109,6 +113,14 @@ class NoiseLike(torch.nn.Module):
     @property
     def has_null_class(self):
         return self.dit.has_null_class
+
+    @property
+    def y_embedder(self):
+        return self.dit.y_embedder
+
+    @property
+    def super_rank(self):
+        return self.dit.super_rank
 
     def forward(self, x, t, y, tiers='sub'):
         out = self.dit(x, t, y, tiers)

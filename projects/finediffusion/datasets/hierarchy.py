@@ -1,15 +1,15 @@
-"""Any two-tier image set: root/<superclass>/<subclass>/*.jpg, or a CSV or
-JSON annotation file with path, subclass and superclass columns."""
+"""Any image set with a taxonomy of one or more ranks:
+root/<superclass>/<subclass>/*.jpg (or deeper, one folder per rank), or a
+CSV or JSON annotation file with path, subclass and ancestor columns."""
 import csv
 import json
 import os
 import os.path as osp
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from mmagic.registry import DATASETS
 from ..taxonomy import Taxonomy
-from .tiered_dataset import (TieredImageDataset, first_duplicate, index_names,
-                             path_key)
+from .tiered_dataset import TieredImageDataset, first_duplicate, path_key
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
@@ -33,24 +33,35 @@ def _entries(folder: str) -> List[str]:
     return sorted(n for n in os.listdir(folder) if not is_hidden(n))
 
 
-def _scan_folders(root: str) -> List[Tuple[str, str, str]]:
+# A sample of a hierarchy: (path, subclass, ancestors from the finest rank
+# to the superclass).
+Row = Tuple[str, str, Tuple[str, ...]]
+
+
+def _scan_folders(root: str, depth: int) -> List[Row]:
+    """Images at root/<ancestor>/.../<subclass>/, ``depth`` ancestor
+    folders from the superclass down."""
     rows = []
-    for sup in _entries(root):
-        if not osp.isdir(osp.join(root, sup)):
-            continue
-        for sub in _entries(osp.join(root, sup)):
-            folder = osp.join(root, sup, sub)
-            if not osp.isdir(folder):
-                continue
-            for name in _entries(folder):
-                if name.lower().endswith(IMAGE_EXTENSIONS):
-                    rows.append((f'{sup}/{sub}/{name}', sub, sup))
+
+    def walk(folder: str, lineage: Tuple[str, ...]) -> None:
+        for name in _entries(folder):
+            path = osp.join(folder, name)
+            if len(lineage) < depth + 1:
+                if osp.isdir(path):
+                    walk(path, lineage + (name, ))
+            elif name.lower().endswith(IMAGE_EXTENSIONS):
+                *ancestors, sub = lineage
+                rows.append(('/'.join(lineage + (name, )), sub,
+                             tuple(reversed(ancestors))))
+
+    walk(root, ())
     if not rows:
-        raise ValueError(f'no image in {root}/<superclass>/<subclass>/')
+        levels = '/'.join(['<superclass>'] + ['<rank>'] * (depth - 1))
+        raise ValueError(f'no image in {root}/{levels}/<subclass>/')
     return rows
 
 
-def _read_annotations(path: str) -> List[Tuple[str, str, str]]:
+def _read_annotations(path: str, columns: Sequence[str]) -> List[Row]:
     if path.endswith('.json'):
         with open(path) as f:
             records = json.load(f)
@@ -63,7 +74,7 @@ def _read_annotations(path: str) -> List[Tuple[str, str, str]]:
         if missing:
             raise ValueError(f'{path}: record {number} lacks {missing}')
         row = (record['path'], str(record['subclass']),
-               str(record.get('superclass') or ''))
+               tuple(str(record.get(c) or '') for c in columns))
         # Even an exact repeat: the image would be trained twice as often.
         key = path_key(row[0])
         if key in numbers:
@@ -79,53 +90,83 @@ def _read_annotations(path: str) -> List[Tuple[str, str, str]]:
 
 
 def read_hierarchy(data_root: str,
-                   ann_file: Optional[str] = None) -> Tuple[Taxonomy, List]:
-    """Subclass ids follow (superclass, subclass) name order, so that the
-    subclasses of a superclass are adjacent."""
-    rows = (_read_annotations(ann_file) if ann_file else
-            _scan_folders(data_root))
-    orphans = sorted({sub for _, sub, sup in rows if not sup})
-    if orphans:
-        raise ValueError(f'{ann_file or data_root}: subclasses without a '
-                         f'superclass: {orphans[:20]}')
-    clash = first_duplicate((sub, sup) for _, sub, sup in rows)
+                   ann_file: Optional[str] = None,
+                   ranks: Sequence[str] = ()) -> Tuple[Taxonomy, List]:
+    """Subclass ids follow (lineage, subclass) name order, coarse to fine,
+    so that the subclasses of an ancestor are adjacent.
+
+    Args:
+        data_root (str): The folders, or what the annotation paths are
+            relative to.
+        ann_file (str, optional): A CSV or JSON annotation file.
+        ranks (Sequence[str]): Ancestor ranks, finest first; empty for two
+            tiers (a ``superclass`` column or folder level).
+
+    Raises:
+        ValueError: For no image, a subclass without an ancestor at a rank,
+            or a subclass (or ancestor) under two different parents.
+    """
+    columns = list(ranks) or ['superclass']
+    rows = (_read_annotations(ann_file, columns) if ann_file else
+            _scan_folders(data_root, len(columns)))
+    for k, column in enumerate(columns):
+        orphans = sorted({sub for _, sub, line in rows if not line[k]})
+        if orphans:
+            what = 'superclass' if column == columns[-1] else column
+            raise ValueError(f'{ann_file or data_root}: subclasses without '
+                             f'a {what}: {orphans[:20]}')
+    clash = first_duplicate((sub, line) for _, sub, line in rows)
     if clash:
-        raise ValueError(f'subclass {clash[0]!r} appears under superclasses '
-                         f'{clash[1]!r} and {clash[2]!r}')
-    pairs = sorted({(sup, sub) for _, sub, sup in rows})
+        raise ValueError(
+            f'subclass {clash[0]!r} appears under '
+            f'{"superclasses" if len(columns) == 1 else "ancestors"} '
+            f'{_shown(clash[1])} and {_shown(clash[2])}')
+    pairs = sorted({(tuple(reversed(line)), sub) for _, sub, line in rows})
     sub_ids = {sub: i for i, (_, sub) in enumerate(pairs)}
-    super_ids = index_names(sup for sup, _ in pairs)
-    taxonomy = Taxonomy(
-        names=[sub for _, sub in pairs],
-        sub2super=[super_ids[sup] for sup, _ in pairs],
-        super_names=sorted(super_ids, key=super_ids.get))
+    taxonomy = Taxonomy.from_lineages(
+        [sub for _, sub in pairs],
+        [tuple(reversed(path)) for path, _ in pairs], ranks)
     return taxonomy, [(path, sub_ids[sub]) for path, sub, _ in rows]
+
+
+def _shown(lineage: Tuple[str, ...]) -> str:
+    """Ancestors from the finest, as a message shows them: 'a' or 'a < b'."""
+    return repr(lineage[0]) if len(lineage) == 1 else repr(' < '.join(lineage))
 
 
 @DATASETS.register_module()
 class HierarchyDataset(TieredImageDataset):
-    """A two-tier image set in folders or described by an annotation file.
+    """An image set with a taxonomy of any depth, in folders or described
+    by an annotation file.
 
     Args:
-        data_root (str): ``<superclass>/<subclass>/*.jpg`` folders, or the
-            folder the annotation file's paths are relative to.
-        ann_file (str, optional): A CSV (header ``path,subclass,superclass``)
-            or a JSON list of such records. Defaults to the folders.
+        data_root (str): ``<superclass>/<subclass>/*.jpg`` folders (with
+            ``ranks``, one folder level per rank from the coarsest, e.g.
+            ``<family>/<genus>/<species>/*.jpg``), or the folder the
+            annotation file's paths are relative to.
+        ann_file (str, optional): A CSV (header ``path,subclass,superclass``,
+            or ``path,subclass`` and one column per rank) or a JSON list of
+            such records. Defaults to the folders.
+        ranks (Sequence[str]): The ancestor ranks, finest first, the last
+            the superclass (e.g. ``('genus', 'family')``); empty for two
+            tiers. Defaults to ().
         **kwargs: Passed to MMEngine's ``BaseDataset``.
     """
 
     def __init__(self, data_root: str, ann_file: Optional[str] = None,
-                 **kwargs) -> None:
+                 ranks: Sequence[str] = (), **kwargs) -> None:
+        self.ranks = tuple(ranks)
         super().__init__(data_root=data_root, ann_file=ann_file or '',
                          **kwargs)
 
     @classmethod
     def read_taxonomy(cls, data_root: str, ann_file: Optional[str] = None,
-                      **_) -> Taxonomy:
+                      ranks: Sequence[str] = (), **_) -> Taxonomy:
         """The taxonomy of a dataset spec, from its folders or annotation
         file alone (see :func:`finediffusion.taxonomy.read_taxonomy`)."""
         path = osp.join(data_root, ann_file) if ann_file else None
-        return read_hierarchy(data_root, path)[0]
+        return read_hierarchy(data_root, path, tuple(ranks))[0]
 
     def read(self):
-        return read_hierarchy(self.data_root, self.ann_file or None)
+        return read_hierarchy(self.data_root, self.ann_file or None,
+                              self.ranks)

@@ -3,11 +3,11 @@ import json
 import math
 import os.path as osp
 from functools import lru_cache
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from mmagic.registry import DATASETS
 from ..taxonomy import Taxonomy
-from .tiered_dataset import TieredImageDataset, index_names, path_key
+from .tiered_dataset import TieredImageDataset, path_key
 
 RANKS = ('supercategory', 'kingdom', 'phylum', 'class', 'order', 'family',
          'genus')
@@ -75,32 +75,41 @@ def _refuse_duplicates(path: str, data: dict) -> None:
 
 
 def read_inat(ann_file: str,
-              super_rank: str = 'supercategory') -> Tuple[Taxonomy, List]:
-    """The taxonomy (superclass = any rank) and samples of an iNat file."""
-    if super_rank not in RANKS:
+              super_rank: str = 'supercategory',
+              ranks: Optional[Sequence[str]] = None) -> Tuple[Taxonomy, List]:
+    """The taxonomy and samples of an iNat file: ancestors at ``ranks``
+    (finest first, the last the superclass), or two tiers with the
+    superclass at ``super_rank``."""
+    if not ranks and super_rank not in RANKS:
         raise ValueError(f'super_rank must be one of {RANKS}, got '
                          f'{super_rank!r}')
+    chosen = list(ranks) if ranks else [super_rank]
+    unknown = [r for r in chosen if r not in RANKS]
+    if unknown or len(set(chosen)) != len(chosen):
+        raise ValueError(f'ranks must be distinct ones of {RANKS}, got '
+                         f'{chosen}')
     categories, pairs = _read_file(ann_file, osp.getmtime(ann_file))
     categories = sorted(categories, key=lambda c: c['id'])
     sub_of = {c['id']: i for i, c in enumerate(categories)}
 
-    def rank_of(category):
-        value = category.get(super_rank)
+    def value(category, rank):
+        value = category.get(rank)
         blank = value is None or value == '' or (isinstance(value, float)
                                                   and math.isnan(value))
         return None if blank else str(value)
 
-    ranks = [rank_of(c) for c in categories]
-    gaps = [sub_of[c['id']] for c, r in zip(categories, ranks) if r is None]
-    if gaps:
-        raise ValueError(f'{ann_file}: subclasses without a {super_rank} '
-                         f'(superclass): ids {gaps[:20]}')
-    super_ids = index_names(ranks)
-    taxonomy = Taxonomy(
-        names=[c['name'] for c in categories],
-        sub2super=[super_ids[r] for r in ranks],
-        super_names=sorted(super_ids, key=super_ids.get),
-        common_names=[c.get('common_name') or '' for c in categories])
+    lineages = [tuple(value(c, r) for r in chosen) for c in categories]
+    for k, rank in enumerate(chosen):
+        gaps = [sub_of[c['id']] for c, line in zip(categories, lineages)
+                if line[k] is None]
+        if gaps:
+            what = ' (superclass)' if k == len(chosen) - 1 else ''
+            raise ValueError(f'{ann_file}: subclasses without a {rank}'
+                             f'{what}: ids {gaps[:20]}')
+    taxonomy = Taxonomy.from_lineages(
+        [c['name'] for c in categories], lineages,
+        chosen if ranks else (),
+        [c.get('common_name') or '' for c in categories])
     unknown = next((c for _, c in pairs if c not in sub_of), None)
     if unknown is not None:
         raise ValueError(f'{ann_file}: annotations use category id '
@@ -110,30 +119,37 @@ def read_inat(ann_file: str,
 
 @DATASETS.register_module()
 class INat2021Dataset(TieredImageDataset):
-    """iNaturalist 2021 with a superclass per subclass from a chosen rank.
+    """iNaturalist 2021 with the ancestors of each subclass at chosen ranks.
 
     Args:
         ann_file (str): ``train_mini.json``, ``train.json`` or ``val.json``.
         data_root (str): The folder holding the annotation file and the
             image folders the file names are relative to.
-        super_rank (str): The rank used as superclass: 'supercategory' (11
-            groups, the paper's), 'kingdom', 'phylum', 'class', 'order',
-            'family' or 'genus'.
+        super_rank (str): For two tiers, the rank used as superclass:
+            'supercategory' (11 groups, the paper's), 'kingdom', 'phylum',
+            'class', 'order', 'family' or 'genus'.
+        ranks (Sequence[str], optional): Ranks of a deeper taxonomy, finest
+            first, the last the superclass, e.g. ``('genus', 'family',
+            'supercategory')``; replaces ``super_rank``.
         **kwargs: Passed to MMEngine's ``BaseDataset`` (pipeline, ...).
     """
 
     def __init__(self, ann_file: str, data_root: str = '',
-                 super_rank: str = 'supercategory', **kwargs) -> None:
+                 super_rank: str = 'supercategory',
+                 ranks: Optional[Sequence[str]] = None, **kwargs) -> None:
         self.super_rank = super_rank
+        self.ranks = ranks
         super().__init__(ann_file=ann_file, data_root=data_root, **kwargs)
 
     @classmethod
     def read_taxonomy(cls, ann_file: str, data_root: str = '',
-                      super_rank: str = 'supercategory', **_) -> Taxonomy:
+                      super_rank: str = 'supercategory',
+                      ranks: Optional[Sequence[str]] = None,
+                      **_) -> Taxonomy:
         """The taxonomy of a dataset spec (the arguments above), from its
         annotation file alone (see :func:`finediffusion.taxonomy.read_taxonomy`).
         """
-        return read_inat(osp.join(data_root, ann_file), super_rank)[0]
+        return read_inat(osp.join(data_root, ann_file), super_rank, ranks)[0]
 
     def read(self):
-        return read_inat(self.ann_file, self.super_rank)
+        return read_inat(self.ann_file, self.super_rank, self.ranks)

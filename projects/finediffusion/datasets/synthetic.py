@@ -1,4 +1,5 @@
-"""A synthetic two-tier image benchmark, deterministic from a seed.
+"""A synthetic fine-grained image benchmark of two or three tiers,
+deterministic from a seed.
 
 It stands in for ImageNet and iNaturalist where neither can be downloaded:
 
@@ -8,6 +9,12 @@ It stands in for ImageNet and iNaturalist where neither can be downloaded:
 - ``fine`` (the fine-grained taxonomy): a superclass per shape family, ten
   subclasses per family that differ only in fine attributes: five hues 12
   degrees apart in the family's band, times a plain or a dark shade.
+- ``ranked`` (three tiers): a family per shape, genera per family that
+  differ in hue band, species per genus that differ in hue offset within
+  the band and in shade. Written as ``root/<family>/<genus>/<species>/``
+  and in ``annotations.csv`` (path, subclass, genus, family, superclass),
+  so that it reads as three tiers (``HierarchyDataset(ranks=('genus',
+  'family'))``) or as two (species and family, the ``superclass`` column).
 
 No subclass of one taxonomy is a subclass of the other. Within every class,
 position, size, rotation, saturation, brightness, stripe phase and background
@@ -20,6 +27,7 @@ The same renderer draws the toy set of the tests and the tiny configs
 subclasses, in MMagic's ``BasicConditionalDataset`` layout.
 """
 import colorsys
+import csv
 import json
 import os
 import os.path as osp
@@ -52,6 +60,13 @@ FINE_HUE_STEP = 12.
 # stripes: the demo's model does not learn to draw them in its budget
 # (docs/experiments.md).
 FINE_SHADES = {'plain': 1., 'dark': 0.55}
+# The ranked taxonomy: per family two genera whose hue bands start 32
+# degrees apart, per genus two hue offsets 14 degrees apart times the two
+# shades; families' bands start 60 degrees apart (shapes tell apart the
+# families whose bands meet).
+RANKED_FAMILY_HUE = 60.
+RANKED_GENUS_HUES = (0., 32.)
+RANKED_SPECIES_HUES = (0., 14.)
 BASE_HUE_RANGES = 5
 
 # Within-class variation of the shape: centre and radius (fractions of the
@@ -143,6 +158,8 @@ class ClassSpec:
         stripes (str, optional): 'none', 'horizontal' or 'vertical', or
             None for a random choice per image.
         shade (float): Factor on the shape's brightness. Defaults to 1.
+        genus (str): Genus name (its folder, between superclass and
+            subclass) in a three-tier taxonomy; '' for two tiers.
     """
 
     name: str
@@ -153,6 +170,7 @@ class ClassSpec:
     uniform_hue: bool = False
     stripes: Optional[str] = None
     shade: float = 1.
+    genus: str = ''
 
 
 def fine_taxonomy() -> List[ClassSpec]:
@@ -189,7 +207,29 @@ def base_taxonomy() -> List[ClassSpec]:
     ]
 
 
-TAXONOMIES = {'fine': fine_taxonomy, 'base': base_taxonomy}
+def ranked_taxonomy() -> List[ClassSpec]:
+    """The three-tier taxonomy's classes.
+
+    Returns:
+        list[ClassSpec]: 80 species in 20 genera in 10 families (shapes),
+        the species of a genus adjacent.
+    """
+    specs = []
+    for f, family in enumerate(FINE_FAMILIES):
+        for g, genus_hue in enumerate(RANKED_GENUS_HUES):
+            genus = f'{family}-g{g}'
+            for offset in RANKED_SPECIES_HUES:
+                hue = RANKED_FAMILY_HUE * f + genus_hue + offset
+                for shade_name, shade in FINE_SHADES.items():
+                    specs.append(ClassSpec(
+                        f'{genus}-hue{hue % 360:03.0f}-{shade_name}', family,
+                        family, hue, 1., stripes='none', shade=shade,
+                        genus=genus))
+    return specs
+
+
+TAXONOMIES = {'fine': fine_taxonomy, 'base': base_taxonomy,
+              'ranked': ranked_taxonomy}
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
@@ -265,10 +305,36 @@ def _write_class(job: tuple) -> int:
     # One stream per (seed, split, class): the files do not depend on the
     # order or the number of workers that write them.
     rng = np.random.default_rng([seed, split, index])
-    folder = osp.join(root, spec.superclass, spec.name)
+    folder = osp.join(root, _class_folder(spec))
     os.makedirs(folder)
     _write_images(folder, spec, rng, count, size, '{:04d}.png')
     return count
+
+
+def _class_folder(spec: ClassSpec) -> str:
+    """A class's folder under a split: superclass[/genus]/subclass."""
+    return osp.join(spec.superclass, *[spec.genus] * bool(spec.genus),
+                    spec.name)
+
+
+def _write_annotations(folder: str, specs: List[ClassSpec],
+                       count: int) -> None:
+    """``annotations.csv`` of a three-tier split: path, subclass, genus,
+    family and superclass (the family) of every image."""
+    with open(osp.join(folder, 'annotations.csv'), 'w', newline='') as f:
+        out = csv.writer(f)
+        out.writerow(['path', 'subclass', 'genus', 'family', 'superclass'])
+        for spec in specs:
+            for n in range(count):
+                out.writerow([f'{_class_folder(spec)}/{n:04d}.png'.replace(
+                    os.sep, '/'), spec.name, spec.genus, spec.superclass,
+                    spec.superclass])
+
+
+def _stamp(spec: ClassSpec) -> dict:
+    """A class's settings in a split's stamp; without an empty genus, so
+    that two-tier sets written before genera existed stay current."""
+    return {k: v for k, v in asdict(spec).items() if k != 'genus' or v}
 
 
 def _is_current(folder: str, stamp: dict) -> bool:
@@ -304,6 +370,9 @@ def _write_split(folder: str, jobs: List[tuple], stamp: dict,
     else:
         for job in jobs:
             _write_class(job)
+    specs = [job[1] for job in jobs]
+    if any(spec.genus for spec in specs):
+        _write_annotations(partial, specs, stamp['images_per_class'])
     with open(osp.join(partial, 'synthetic.json'), 'w') as f:
         json.dump(stamp, f)
     shutil.rmtree(folder, ignore_errors=True)
@@ -321,7 +390,7 @@ def write_synthetic_hierarchy(root: str,
 
     Args:
         root (str): Output folder; each split goes to ``root/<split>``.
-        taxonomy (str): 'fine' or 'base'.
+        taxonomy (str): 'fine', 'base' or 'ranked'.
         images_per_class (dict, optional): Images per class of each split.
             Defaults to ``{'train': 100}``.
         size (int): Image side in pixels. Defaults to 32.
@@ -348,7 +417,7 @@ def write_synthetic_hierarchy(root: str,
         folders[split] = folder
         stamp = dict(version=VERSION, taxonomy=taxonomy, split=split,
                      images_per_class=count, size=size, seed=seed,
-                     classes=[asdict(s) for s in specs])
+                     classes=[_stamp(s) for s in specs])
         if not _is_current(folder, stamp):
             _write_split(folder, [(spec, i, count, size, seed, split_id)
                                   for i, spec in enumerate(specs)],

@@ -62,29 +62,35 @@ class Judge:
         return dict(pred=torch.cat(preds), features=torch.cat(feats))
 
 
-def accuracy(pred: Tensor, labels: Tensor,
-             sub2super: Sequence[int]) -> Dict[str, float]:
-    """Subclass and superclass top-1 of predicted subclass ids.
+def accuracy(pred: Tensor, labels: Tensor, sub2super: Sequence[int],
+             rank_tables: Optional[Dict[str, Sequence[int]]] = None
+             ) -> Dict[str, float]:
+    """Subclass, superclass and other ranks' top-1 of predicted subclass
+    ids (a prediction counts at a rank when its ancestor there is right).
 
     A prediction outside the taxonomy (a classifier with more classes) is
-    wrong at both levels.
+    wrong at every level.
 
     Args:
         pred (Tensor): Predicted subclass ids, (N, ).
         labels (Tensor): True subclass ids, (N, ).
         sub2super (Sequence[int]): Superclass id of each subclass.
+        rank_tables (dict, optional): Rank name to the ancestor id of each
+            subclass, for the ranks below the superclass.
 
     Returns:
-        dict: ``subclass_top1`` and ``superclass_top1``, fractions in
-        [0, 1].
+        dict: ``subclass_top1``, ``superclass_top1`` and ``<rank>_top1`` of
+        each of ``rank_tables``, fractions in [0, 1].
     """
-    table = torch.as_tensor(list(sub2super))
-    in_range = pred < len(table)
-    super_hit = in_range & (table[pred.clamp(max=len(table) - 1)] ==
-                            table[labels])
-    return dict(
-        subclass_top1=(pred == labels).float().mean().item(),
-        superclass_top1=super_hit.float().mean().item())
+    tables = dict(superclass=sub2super, **(rank_tables or {}))
+    result = dict(subclass_top1=(pred == labels).float().mean().item())
+    for rank, table in tables.items():
+        table = torch.as_tensor(list(table))
+        in_range = pred < len(table)
+        hit = in_range & (table[pred.clamp(max=len(table) - 1)] ==
+                          table[labels])
+        result[f'{rank}_top1'] = hit.float().mean().item()
+    return result
 
 
 def intra_class_spread(features: Tensor, labels: Tensor,
@@ -116,12 +122,15 @@ def intra_class_spread(features: Tensor, labels: Tensor,
     return torch.stack(spreads).mean().item() if spreads else None
 
 
-def read_real_images(root: str) -> Tuple[Tensor, Tensor, Taxonomy]:
+def read_real_images(root: str, ranks: Sequence[str] = ()
+                     ) -> Tuple[Tensor, Tensor, Taxonomy]:
     """The images of a ``HierarchyDataset`` folder, to judge as real ones.
 
     Args:
-        root (str): ``root/<superclass>/<subclass>/<image>``; the images must
-            share one size.
+        root (str): ``root/<superclass>/<subclass>/<image>`` (with
+            ``ranks``, one folder level per rank); the images must share one
+            size.
+        ranks (Sequence[str]): The folder's ranks (:class:`HierarchyDataset`).
 
     Returns:
         tuple: The images, (N, 3, H, W) uint8 RGB; their subclass ids, (N, );
@@ -135,7 +144,7 @@ def read_real_images(root: str) -> Tuple[Tensor, Tensor, Taxonomy]:
 
     # Imported here: the metrics do not load the dataset code until used.
     from ..datasets.hierarchy import read_hierarchy
-    taxonomy, samples = read_hierarchy(root)
+    taxonomy, samples = read_hierarchy(root, ranks=ranks)
     images = np.stack(
         [np.array(Image.open(osp.join(root, path))) for path, _ in samples])
     labels = torch.tensor([label for _, label in samples])
@@ -147,7 +156,8 @@ def judged(judge: Judge,
            labels: Tensor,
            sub2super: Sequence[int],
            real_spread: float,
-           with_hits: bool = False) -> dict:
+           with_hits: bool = False,
+           rank_tables: Optional[Dict[str, Sequence[int]]] = None) -> dict:
     """The judge's verdict on generated images of ``labels``.
 
     Args:
@@ -159,16 +169,19 @@ def judged(judge: Judge,
             (:class:`SampleJudge`).
         with_hits (bool): Also return ``hits``, the per-sample subclass
             hits, (N, ) bool numpy array (not JSON). Defaults to False.
+        rank_tables (dict, optional): Ranks below the superclass, as in
+            :func:`accuracy`.
 
     Returns:
-        dict: ``subclass_top1``, ``superclass_top1``, ``within_superclass``
+        dict: ``subclass_top1``, ``superclass_top1`` (and ``<rank>_top1``
+        of each of ``rank_tables``), ``within_superclass``
         (subclass top-1 among the samples of the right superclass; 0 when
         there are none), all fractions in [0, 1], and ``diversity``, the
         intra-class spread relative to the real images' (1 = as varied).
     """
     verdict = judge(images)
     spread = intra_class_spread(verdict['features'], labels)
-    acc = accuracy(verdict['pred'], labels, sub2super)
+    acc = accuracy(verdict['pred'], labels, sub2super, rank_tables)
     if with_hits:
         acc['hits'] = (verdict['pred'] == labels).numpy()
     # Of the samples of the right superclass, the share of the right
@@ -186,6 +199,8 @@ class SampleJudge:
     Args:
         judge (Judge): The classifier.
         real_root (str): The real images' folder (:func:`read_real_images`).
+        ranks (Sequence[str]): Its ranks below the subclass, finest first;
+            with more than one, verdicts also give each rank's top-1.
 
     Attributes:
         images (Tensor): The real images, (N, 3, H, W) uint8 RGB.
@@ -196,17 +211,21 @@ class SampleJudge:
             the samples' diversity.
     """
 
-    def __init__(self, judge: Judge, real_root: str) -> None:
+    def __init__(self, judge: Judge, real_root: str,
+                 ranks: Sequence[str] = ()) -> None:
         self.judge = judge
-        self.images, self.labels, self.taxonomy = read_real_images(real_root)
+        self.images, self.labels, self.taxonomy = read_real_images(
+            real_root, ranks)
+        self.rank_tables = {rank: self.taxonomy.table(k)
+                            for k, rank in enumerate(self.taxonomy.ranks[:-1])}
         verdict = judge(self.images)
         self.spread = intra_class_spread(verdict['features'], self.labels)
         self.accuracy = accuracy(verdict['pred'], self.labels,
-                                 self.taxonomy.sub2super)
+                                 self.taxonomy.sub2super, self.rank_tables)
 
     def __call__(self, images: Tensor, labels: Tensor,
                  with_hits: bool = False) -> dict:
         """:func:`judged` of generated ``images`` of ``labels``, (N, 3, H,
         W) uint8 RGB and (N, ), against the real images."""
         return judged(self.judge, images, labels, self.taxonomy.sub2super,
-                      self.spread, with_hits)
+                      self.spread, with_hits, self.rank_tables)

@@ -1,4 +1,5 @@
-"""FineDiffusion: a pretrained DiT fine-tuned to a two-tier taxonomy."""
+"""FineDiffusion: a pretrained DiT fine-tuned to a taxonomy of subclasses
+and their ancestors."""
 from contextlib import nullcontext
 from copy import deepcopy
 from typing import (Callable, ContextManager, Dict, List, Optional, Sequence,
@@ -344,8 +345,9 @@ class FineDiffusion(BaseModel):
                generator: Optional[torch.Generator] = None,
                use_ema: bool = True,
                progress: bool = False,
-               noise: Optional[Tensor] = None) -> Tensor:
-        """Generates images of subclass ``labels``.
+               noise: Optional[Tensor] = None,
+               rank: str = 'sub') -> Tensor:
+        """Generates images of subclass ``labels`` (or of an ancestor).
 
         Args:
             labels (Tensor): Subclass ids, (N, ).
@@ -360,13 +362,13 @@ class FineDiffusion(BaseModel):
             progress (bool): Show a progress bar.
             noise (Tensor, optional): x_T, (N, *noise_size); drawn with
                 ``generator`` when None.
-
+            rank (str): 'sub' (the labels' rows) or an ancestor rank.
         Returns:
             Tensor: RGB images in [-1, 1], (N, 3, H, W).
-
         Raises:
-            ValueError: For labels outside the class table, naming them, a
-                ``noise`` of another shape, and from :func:`build_sampler`.
+            ValueError: For labels outside the class table, a ``noise``
+                of another shape, a rank the guidance cannot guide, and
+                from :func:`build_sampler`.
         """
         self.backbone.check_labels(labels)
         guidance = guidance or self.guidance
@@ -388,7 +390,7 @@ class FineDiffusion(BaseModel):
         def model_fn(x: Tensor, t: Tensor) -> Tensor:
             with self._autocast(x.device):
                 out = guidance(self.backbone, x.to(dtype), t, labels,
-                               guidance_scale)
+                               guidance_scale, rank)
             return out.float()
 
         with self._ema_weights(use_ema):

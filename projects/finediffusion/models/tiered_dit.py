@@ -8,7 +8,7 @@ dropout and the backbone owns guidance (:meth:`TieredDiT.forward_with_cfg`),
 as DiT's ``models.py``.
 """
 import math
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from mmagic.registry import MODELS
 from ..taxonomy import Taxonomy, read_taxonomy
 from .dit_checkpoint import (DIT_TRAINING_WEIGHTS, IMAGENET_TABLE,
                              load_official_dit)
-from .tiered_embedder import SUB, TIERS, TieredEmbedder, Tiers
+from .tiered_embedder import TieredEmbedder, Tiers
 
 # (depth, hidden size, heads) of the published model sizes.
 DIT_SIZES = {
@@ -187,16 +187,19 @@ class FinalLayer(nn.Module):
 @MODELS.register_module()
 class TieredDiT(BaseModule):
     """Diffusion Transformer conditioned on subclass labels through a
-    tiered (sub/super/null) class table.
+    tiered class table: a row per subclass, per ancestor at each rank of
+    the taxonomy (superclass included) and optionally a null row.
 
     Args:
         taxonomy (Taxonomy, Sequence[int] or dict): The taxonomy the class
             table has rows for: a :class:`~finediffusion.taxonomy.Taxonomy`,
-            the superclass id of every subclass, or a dataset's taxonomy
-            spec, read from its annotation files by the dataset class (e.g.
-            ``dict(type='INat2021Dataset', data_root=...,
-            ann_file='train_mini.json')``; see
-            :func:`~finediffusion.taxonomy.read_taxonomy`).
+            the superclass id of every subclass (two tiers), or a dataset's
+            taxonomy spec, read from its annotation files by the dataset
+            class (e.g. ``dict(type='INat2021Dataset', data_root=...,
+            ann_file='train_mini.json', ranks=('genus', 'family',
+            'supercategory'))``; see
+            :func:`~finediffusion.taxonomy.read_taxonomy`). Every rank of
+            the taxonomy gets rows.
         num_classes (int, optional): Number of subclasses; defaults to the
             length of the taxonomy.
         arch (str or dict): Model size, one of 'S', 'B', 'L', 'XL', or a dict
@@ -217,6 +220,10 @@ class TieredDiT(BaseModule):
             superclass. Defaults to 0.1.
         null_prob (float, optional): Training probability of replacing a label
             by a null row (standard CFG); None builds no null row.
+        rank_probs (dict, optional): Training probability of replacing a
+            label by its ancestor at each rank below the superclass, by rank
+            name (e.g. ``dict(genus=0.1, family=0.05)``); 0.1 for a rank not
+            named.
         pretrained (str, optional): An official DiT checkpoint, or a
             training checkpoint of DiT's or fast-DiT's ``train.py``, loaded
             by :meth:`init_weights` after the random initialization.
@@ -252,6 +259,7 @@ class TieredDiT(BaseModule):
                  block_scales: bool = False,
                  super_prob: float = 0.1,
                  null_prob: Optional[float] = None,
+                 rank_probs: Optional[Dict[str, float]] = None,
                  pretrained: Optional[str] = None,
                  pretrained_weights: str = 'ema',
                  class_init: str = 'normal',
@@ -261,8 +269,10 @@ class TieredDiT(BaseModule):
         _check_init_options(pretrained, pretrained_weights, class_init,
                             class_init_std)
         depth, hidden_size, num_heads = _arch_sizes(arch)
-        sub2super = (read_taxonomy(taxonomy).sub2super if isinstance(
-            taxonomy, (Mapping, Taxonomy)) else list(taxonomy))
+        named = (read_taxonomy(taxonomy) if isinstance(
+            taxonomy, (Mapping, Taxonomy)) else Taxonomy([], [], []))
+        sub2super = named.sub2super or list(taxonomy)
+        self.super_rank = named.super_rank  # a name of the 'super' tier
         self.patch_size = patch_size
         self.grid = _patch_grid(input_size, patch_size)
         self.in_channels = in_channels
@@ -279,7 +289,9 @@ class TieredDiT(BaseModule):
             sub2super,
             hidden_size,
             super_prob=super_prob,
-            null_prob=null_prob)
+            null_prob=null_prob,
+            ancestors=dict(zip(named.ranks[:-1], named.rank_tables)),
+            ancestor_probs=rank_probs)
         # A frozen parameter rather than a buffer: the official checkpoints
         # store it and DiT's parameter counts include it.
         self.pos_embed = nn.Parameter(
@@ -361,6 +373,19 @@ class TieredDiT(BaseModule):
         return self.y_embedder.sub2super
 
     @property
+    def ranks(self) -> List[str]:
+        """The tiers of the class table from finest to coarsest: 'sub', the
+        ranks below the superclass, the superclass rank's name ('super' when
+        unnamed), and 'null' when the table has a null row."""
+        return [self.super_rank if t == 'super' else t
+                for t in self.y_embedder.tier_names]
+
+    def tier(self, rank: str) -> str:
+        """The embedder's tier name of a rank name ('super' for the
+        superclass rank's name)."""
+        return 'super' if rank == self.super_rank else rank
+
+    @property
     def has_null_class(self) -> bool:
         """Whether the table has a null row (trained with ``null_prob``)."""
         return self.y_embedder.has_null
@@ -416,14 +441,17 @@ class TieredDiT(BaseModule):
                          y: Tensor,
                          scale: Union[float, Tensor],
                          reference: str = 'super',
-                         guided_channels: Optional[int] = None) -> Tensor:
+                         guided_channels: Optional[int] = None,
+                         rank: str = 'sub') -> Tensor:
         """Classifier-free guidance against a reference tier, in one
         batched forward of the conditional and the reference halves.
 
         eps = eps(x, t, ref) + s * (eps(x, t, sub) - eps(x, t, ref)), with
         ref the superclass (FineDiffusion's fine-grained CFG, Pan et al.
-        2024, Eq. 6) or the null row (standard CFG, Ho & Salimans 2022).
-        The variance channels pass through from the conditional half.
+        2024, Eq. 6), the null row (standard CFG, Ho & Salimans 2022) or
+        any rank between. The variance channels pass through from the
+        conditional half. :meth:`forward_with_hierarchical_cfg` with one
+        reference.
 
         Args:
             x (Tensor): Noisy latents, (N, C, H, W).
@@ -431,37 +459,100 @@ class TieredDiT(BaseModule):
             y (Tensor): Subclass labels, (N, ).
             scale (float or Tensor): Guidance scale s, one value or one per
                 sample (N, ).
-            reference (str): 'super' or 'null'.
+            reference (str): A tier coarser than ``rank``: 'super' (or the
+                superclass rank's name), a rank between, or 'null'.
             guided_channels (int, optional): Guide only the first k channels
                 and take the rest of epsilon from the conditional half: DiT's
                 ``forward_with_cfg`` guides 3 of the 4 latent channels, a
                 quirk of its release that its published samples have. None
                 guides all.
+            rank (str): The tier the labels are drawn at: 'sub' (their own
+                rows) or an ancestor's rank.
 
         Returns:
             Tensor: (N, out_channels, H, W).
 
         Raises:
-            ValueError: For a reference other than 'super' or 'null', or
-                'null' without a null row.
+            ValueError: From :meth:`forward_with_hierarchical_cfg`.
         """
-        if reference not in TIERS[1:]:
-            raise ValueError(f"reference must be 'super' or 'null', got "
-                             f'{reference!r}')
-        if reference == 'null' and not self.has_null_class:
-            raise ValueError(
-                'standard CFG needs a null row: train the TieredDiT with '
-                "null_prob (e.g. 0.1), or use mode='fine_grained'")
-        tiers = torch.cat([torch.full_like(y, SUB),
-                           torch.full_like(y, TIERS.index(reference))])
-        out = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, y]),
-                   tiers)  # (2N, out_channels, H, W)
-        cond, ref = out.chunk(2)
-        if isinstance(scale, Tensor):
-            scale = scale.to(out).reshape(-1, 1, 1, 1)
+        return self.forward_with_hierarchical_cfg(x, t, y, [reference],
+                                                  [scale], guided_channels,
+                                                  rank)
+
+    def forward_with_hierarchical_cfg(
+            self,
+            x: Tensor,
+            t: Tensor,
+            y: Tensor,
+            references: Sequence[str],
+            scales: Sequence[Union[float, Tensor]],
+            guided_channels: Optional[int] = None,
+            rank: str = 'sub') -> Tensor:
+        """Guidance from coarse to fine ranks, in one batched forward.
+
+        eps = eps(r_0) + sum_k s_k * (eps(r_k) - eps(r_{k-1})), k = 1..K,
+        with r_0 .. r_{K-1} the ``references`` and r_K = ``rank`` (the
+        labels' own rows by default): each step guides from one rank to the
+        next finer one with its own scale. One reference is classifier-free
+        guidance against it (:meth:`forward_with_cfg`).
+
+        Args:
+            x (Tensor): Noisy latents, (N, C, H, W).
+            t (Tensor): Diffusion steps, (N, ).
+            y (Tensor): Subclass labels, (N, ).
+            references (Sequence[str]): K tiers, strictly coarse to fine and
+                coarser than ``rank``, e.g. ``['null', 'family', 'genus']``.
+            scales (Sequence[float or Tensor]): K scales s_1 .. s_K, each
+                one value or one per sample (N, ).
+            guided_channels (int, optional): As in :meth:`forward_with_cfg`.
+            rank (str): The tier the labels are drawn at.
+
+        Returns:
+            Tensor: (N, out_channels, H, W).
+
+        Raises:
+            ValueError: For an unknown tier, 'null' without a null row,
+                references not strictly coarse to fine above ``rank``, or a
+                scale count other than the reference count.
+        """
+        tiers = self._guidance_tiers(rank, references, scales)
+        embedder = self.y_embedder
+        n = len(tiers)
+        ids = torch.cat([torch.full_like(y, embedder.tier_id(tier))
+                         for tier in tiers])
+        out = self(x.repeat(n, 1, 1, 1), t.repeat(n), y.repeat(n),
+                   ids)  # (n * N, out_channels, H, W)
+        cond, *refs = out.chunk(n)
         k = guided_channels or x.shape[1]
-        guided = ref[:, :k] + scale * (cond[:, :k] - ref[:, :k])
+        finer = refs[1:] + [cond]
+        guided = refs[0][:, :k]
+        for coarse, fine, scale in zip(refs, finer, scales):
+            if isinstance(scale, Tensor):
+                scale = scale.to(out).reshape(-1, 1, 1, 1)
+            guided = guided + scale * (fine[:, :k] - coarse[:, :k])
         return torch.cat([guided, cond[:, k:]], dim=1)
+
+
+    def _guidance_tiers(self, rank: str, references: Sequence[str],
+                        scales: Sequence) -> List[str]:
+        """The tiers of a guided forward, ``rank`` first, checked (see
+        :meth:`forward_with_hierarchical_cfg`)."""
+        tiers = [self.tier(r) for r in [rank, *references]]
+        if len(scales) != len(references) or not references:
+            raise ValueError(f'{len(references)} guidance references but '
+                             f'{len(scales)} scales: give one scale each')
+        order = [self.y_embedder.coarseness(tier) for tier in tiers]
+        if any(a <= b for a, b in zip(order[1:], order[2:])) or (
+                order[1] <= order[0]):
+            raise ValueError(
+                f'guidance references {list(references)} must run from '
+                f'coarse to fine and all be coarser than {rank!r}; this '
+                f"model's tiers from fine to coarse: {self.ranks}")
+        if 'null' in tiers and not self.has_null_class:
+            raise ValueError(
+                'guidance against the null row needs one: train the '
+                "TieredDiT with null_prob (e.g. 0.1), or guide from a rank")
+        return tiers
 
 
 def _arch_sizes(arch: Union[str, Dict[str, int]]) -> Tuple[int, int, int]:
