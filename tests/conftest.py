@@ -48,20 +48,27 @@ def tiny_cfg(toy_root, tmp_path) -> Config:
     return cfg
 
 
+def train_tiny(work, toy_root: str, *options: str) -> None:
+    """Trains the tiny CPU config on the toy set for 2 iterations through
+    tools/train.py into ``work`` (iter_2.pth), with more ``--cfg-options``.
+    """
+    run = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools/train.py'), TINY_CONFIG,
+         '--work-dir', str(work), '--cfg-options',
+         f'train_dataloader.dataset.data_root={toy_root}',
+         'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2',
+         *options],
+        capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
 @pytest.fixture(scope='session')
 def tiny_run(tmp_path_factory, toy_root) -> tuple:
     """The tiny CPU config trained for 2 iterations through tools/train.py
     (config, checkpoint, work dir); EMA decay 0, so that the sampled (EMA)
     weights are the trained ones."""
     work = tmp_path_factory.mktemp('tiny_run')
-    run = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools/train.py'), TINY_CONFIG,
-         '--work-dir', str(work), '--cfg-options',
-         f'train_dataloader.dataset.data_root={toy_root}',
-         'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2',
-         'model.ema_decay=0.0'],
-        capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
+    train_tiny(work, toy_root, 'model.ema_decay=0.0')
     config = osp.join(work, 'finediffusion_tiny_cpu.py')
     return config, str(work / 'iter_2.pth'), work
 

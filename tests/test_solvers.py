@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, TINY_CONFIG
+from conftest import REPO, TINY_CONFIG, train_tiny
 from finediffusion.models import FineDiffusion, FineGrainedCFG, TieredDiT
 from finediffusion.models.sampling import (SUPPORTED_SCHEDULERS,
                                            build_scheduler,
@@ -580,14 +580,7 @@ def test_fixed_variance_trains_and_samples_through_the_tools(tmp_path,
     trains, and tools/sample.py samples the checkpoint with DiT's DDPM (the
     solvers read epsilon alone; test_sampler_equals_reference covers them)."""
     work = tmp_path / 'work'
-    run = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools/train.py'), TINY_CONFIG,
-         '--work-dir', str(work), '--cfg-options',
-         f'train_dataloader.dataset.data_root={toy_root}',
-         'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2',
-         'model.backbone.learn_sigma=False'],
-        capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
+    train_tiny(work, toy_root, 'model.backbone.learn_sigma=False')
     ckpt = torch.load(work / 'iter_2.pth', map_location='cpu',
                       weights_only=True)
     # 4 x 4 patches of 3 channels: no variance channels.

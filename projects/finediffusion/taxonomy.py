@@ -262,12 +262,8 @@ class Taxonomy:
             node = next((i for i, n in enumerate(names) if _fold(n) == key),
                         None)
             if node is None:
-                folded = {_fold(n): n for n in names}
-                close = [folded[c] for c in difflib.get_close_matches(
-                    key, list(folded), n=5, cutoff=0.5)]
-                raise ValueError(
-                    f'no {self.rank_of(k)} named {name!r}'
-                    f'{f"; closest: {close}" if close else ""}')
+                raise ValueError(f'no {self.rank_of(k)} named {name!r}'
+                                 f'{_closest(key, names)}')
             return [(self.table(k).index(node), self.rank_of(k))]
         rank, subs = self._meaning(query)
         if rank is None or rank == self.super_rank:
@@ -325,14 +321,8 @@ class Taxonomy:
 
     def _closest(self, key: str) -> str:
         """The names closest to a folded unknown name, for its message."""
-        candidates = [c for c in self.names + self.common_names +
-                      self.super_names + sum(self.rank_names, []) if c]
-        folded = {}
-        for candidate in candidates:
-            folded.setdefault(_fold(candidate), candidate)
-        close = [folded[c] for c in difflib.get_close_matches(
-            key, list(folded), n=5, cutoff=0.5)]
-        return f'; closest: {close}' if close else ''
+        return _closest(key, self.names + self.common_names +
+                        self.super_names + sum(self.rank_names, []))
 
     def _subclass_id(self, digits: str) -> int:
         sub = int(digits)
@@ -340,6 +330,18 @@ class Taxonomy:
             raise ValueError(f'class id {sub} is out of range: the '
                              f'taxonomy has {len(self.names)} subclasses')
         return sub
+
+
+def _closest(key: str, candidates: Sequence[str]) -> str:
+    """'; closest: [...]', the candidate names closest to a folded unknown
+    name, for its message ('' when none is close)."""
+    folded = {}
+    for candidate in candidates:
+        if candidate:
+            folded.setdefault(_fold(candidate), candidate)
+    close = [folded[c] for c in difflib.get_close_matches(
+        key, list(folded), n=5, cutoff=0.5)]
+    return f'; closest: {close}' if close else ''
 
 
 def _fold(name: str) -> str:
