@@ -73,6 +73,35 @@ def tiny_run(tmp_path_factory, toy_root) -> tuple:
     return config, str(work / 'iter_2.pth'), work
 
 
+RANKED_CONFIG = """_base_ = [{base!r}]
+taxonomy = dict(_delete_=True, type='HierarchyDataset', data_root={root!r},
+                ranks=('genus', 'family'))
+model = dict(backbone=dict(taxonomy=taxonomy, num_classes=80, null_prob=0.1))
+train_dataloader = dict(dataset=dict(taxonomy, pipeline={{{{_base_.train_pipeline}}}}))
+"""
+
+
+@pytest.fixture(scope='session')
+def ranked_run(tmp_path_factory) -> tuple:
+    """The tiny CPU config on the three-tier synthetic set (80 species, 20
+    genera, 10 families; 16 px), with a null row, trained for 2 iterations
+    through tools/train.py (config, checkpoint, work dir)."""
+    from finediffusion.datasets.synthetic import write_synthetic_hierarchy
+    root = tmp_path_factory.mktemp('ranked_set')
+    data = write_synthetic_hierarchy(str(root), 'ranked', {'train': 1},
+                                     size=16, workers=1)['train']
+    work = tmp_path_factory.mktemp('ranked_run')
+    config = work / 'ranked_tiny.py'
+    config.write_text(RANKED_CONFIG.format(base=TINY_CONFIG, root=data))
+    run = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools/train.py'), str(config),
+         '--work-dir', str(work), '--cfg-options', 'train_cfg.max_iters=2',
+         'default_hooks.checkpoint.interval=2', 'model.ema_decay=0.0'],
+        capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return osp.join(work, 'ranked_tiny.py'), str(work / 'iter_2.pth'), work
+
+
 @pytest.fixture(scope='session')
 def vae_folder(tmp_path_factory) -> str:
     """A tiny random diffusers AutoencoderKL saved as a local folder (the

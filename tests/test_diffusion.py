@@ -103,7 +103,7 @@ class NoiseLike(torch.nn.Module):
     forward_with_cfg = TieredDiT.forward_with_cfg
     forward_with_hierarchical_cfg = TieredDiT.forward_with_hierarchical_cfg
     tier = TieredDiT.tier
-    _guidance_tiers = TieredDiT._guidance_tiers
+    guidance_tiers = TieredDiT.guidance_tiers
     ranks = TieredDiT.ranks
 
     def __init__(self, dit):

@@ -1,5 +1,5 @@
 """Sample grids with class-name rows and column-group headers."""
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -9,6 +9,9 @@ from torch import Tensor
 from .taxonomy import Taxonomy
 
 HEADER_HEIGHT = 16
+
+# A grid row: a subclass id, or (subclass id, rank) for an ancestor's row.
+Target = Union[int, Tuple[int, str]]
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -47,8 +50,17 @@ def first_per_class(images: Tensor, labels: Tensor, classes: Sequence[int],
         0, 1, 3, 4, 2).numpy()
 
 
+def row_label(taxonomy: Taxonomy, target: Target) -> str:
+    """The label of a grid row: a subclass id (its name / superclass) or
+    a (subclass id, rank) pair (the subclass's ancestor's row at that rank,
+    e.g. 'Nymphalidae (family row)'; rank 'sub' is the subclass)."""
+    sub, rank = target if isinstance(target, tuple) else (target, 'sub')
+    return taxonomy.label(sub) if rank == 'sub' else taxonomy.rank_label(
+        rank, sub)
+
+
 def class_grid(columns: Dict[str, np.ndarray],
-               classes: Sequence[int],
+               classes: Sequence[Target],
                taxonomy: Taxonomy,
                zoom: int = 2,
                gap: int = 6) -> Image.Image:
@@ -58,9 +70,11 @@ def class_grid(columns: Dict[str, np.ndarray],
         columns (dict): Group title to images, (len(classes), k, H, W, 3)
             uint8 RGB: k images of each class, in ``classes`` order. With
             only empty titles the grid has no header line.
-        classes (Sequence[int]): Subclass ids of the rows; pass subclasses
-            of one superclass next to each other.
-        taxonomy (Taxonomy): Names of the rows (subclass / superclass).
+        classes (Sequence): The rows: subclass ids, or (subclass id, rank)
+            pairs for rows drawn at an ancestor's rank (see
+            :func:`row_label`); pass subclasses of one superclass next to
+            each other.
+        taxonomy (Taxonomy): Names of the rows.
         zoom (int): Nearest-neighbour upscaling of the images. Defaults to 2.
         gap (int): Pixels between column groups. Defaults to 6.
 
@@ -69,7 +83,7 @@ def class_grid(columns: Dict[str, np.ndarray],
         H * zoom pixels high.
     """
     font = ImageFont.load_default()
-    labels = [taxonomy.label(c) for c in classes]
+    labels = [row_label(taxonomy, c) for c in classes]
     first = next(iter(columns.values()))
     _, per_group, height, width, _ = first.shape
     cell_h, cell_w = height * zoom, width * zoom
@@ -142,7 +156,7 @@ def rows_of_classes(images: Tensor, num_classes: int) -> np.ndarray:
                                               *images.shape[2:], 3).numpy()
 
 
-def grid_of_rows(rows: np.ndarray, classes: Sequence[int],
+def grid_of_rows(rows: np.ndarray, classes: Sequence[Target],
                  taxonomy: Taxonomy) -> Image.Image:
     """The labelled :func:`class_grid` of :func:`rows_of_classes`' rows,
     small images enlarged to 64 pixels or more."""

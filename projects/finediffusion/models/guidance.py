@@ -121,11 +121,26 @@ class TieredGuidance:
         """
         if self.mode == 'none':
             return backbone(x, t, labels, backbone.tier(rank))
-        references = (self.references if self.mode == 'hierarchical' else
-                      [self.reference])
         return backbone.forward_with_hierarchical_cfg(
-            x, t, labels, references, self.step_scales(scale),
+            x, t, labels, self._references(), self.step_scales(scale),
             self.guided_channels, rank)
+
+    def check(self, backbone, rank: str = 'sub') -> None:
+        """Fails as sampling ``rank`` with this guidance would, before any
+        sampling starts.
+
+        Raises:
+            ValueError: As :meth:`__call__`, naming the rank or reference.
+        """
+        if self.mode == 'none':
+            backbone.tier(rank)
+        else:
+            backbone.guidance_tiers(rank, self._references(),
+                                    self.step_scales())
+
+    def _references(self) -> List[str]:
+        return (self.references
+                if self.mode == 'hierarchical' else [self.reference])
 
 
 # The earlier name, for code that imports it.

@@ -382,8 +382,14 @@ class TieredDiT(BaseModule):
 
     def tier(self, rank: str) -> str:
         """The embedder's tier name of a rank name ('super' for the
-        superclass rank's name)."""
-        return 'super' if rank == self.super_rank else rank
+        superclass rank's name).
+
+        Raises:
+            ValueError: For a rank this model's table has no rows of.
+        """
+        tier = 'super' if rank == self.super_rank else rank
+        self.y_embedder.tier_id(tier)
+        return tier
 
     @property
     def has_null_class(self) -> bool:
@@ -515,7 +521,7 @@ class TieredDiT(BaseModule):
                 references not strictly coarse to fine above ``rank``, or a
                 scale count other than the reference count.
         """
-        tiers = self._guidance_tiers(rank, references, scales)
+        tiers = self.guidance_tiers(rank, references, scales)
         embedder = self.y_embedder
         n = len(tiers)
         ids = torch.cat([torch.full_like(y, embedder.tier_id(tier))
@@ -533,10 +539,16 @@ class TieredDiT(BaseModule):
         return torch.cat([guided, cond[:, k:]], dim=1)
 
 
-    def _guidance_tiers(self, rank: str, references: Sequence[str],
+    def guidance_tiers(self, rank: str, references: Sequence[str],
                         scales: Sequence) -> List[str]:
-        """The tiers of a guided forward, ``rank`` first, checked (see
-        :meth:`forward_with_hierarchical_cfg`)."""
+        """The tiers of a guided forward, ``rank`` first.
+
+        Raises:
+            ValueError: As :meth:`forward_with_hierarchical_cfg`: a rank
+                this model lacks, references not coarse to fine or not
+                coarser than ``rank``, a scale count other than the
+                reference count, the null row of a model without one.
+        """
         tiers = [self.tier(r) for r in [rank, *references]]
         if len(scales) != len(references) or not references:
             raise ValueError(f'{len(references)} guidance references but '
