@@ -89,6 +89,30 @@ def test_paper_config_on_inat_format_taxonomy(tmp_path):
     assert cfg.model.guidance.scale == 4.0
 
 
+def test_ranks_config_on_inat_format_taxonomy(tmp_path):
+    # iNat 2021 mini's counts at each rank: 10,000 species in 4,884 genera,
+    # 1,103 families and 11 supercategories, nested.
+    categories = [
+        dict(id=i, name=f'Genus{i % 4884} species{i}', common_name='',
+             genus=f'Genus{i % 4884}', family=f'Family{i % 4884 % 1103}',
+             supercategory=f'Group{i % 4884 % 1103 % 11}',
+             image_dir_name=f'{i:05d}') for i in range(10000)
+    ]
+    with open(tmp_path / 'train_mini.json', 'w') as f:
+        json.dump(dict(images=[], annotations=[], categories=categories), f)
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs', 'finediffusion_inat_ranks.py'))
+    cfg.model.backbone.taxonomy.data_root = str(tmp_path)
+    model = xl_on_meta(cfg)
+    embedder = model.backbone.y_embedder
+    assert embedder.embedding_table.num_embeddings == 15998
+    assert (embedder.ranks, embedder.rank_sizes) == (['genus', 'family'],
+                                                     [4884, 1103])
+    count, total = trainable_share(model)
+    assert (count, total) == (19_050_656, 692_537_504)
+    assert f'{100 * count / total:.3f}' == '2.751'
+
+
 @pytest.mark.parametrize('name,trainable', [
     ('finediffusion_inat_full.py', 'full'),
     ('finediffusion_inat_bitfit.py', ['y_embedder.*', '*.bias']),
