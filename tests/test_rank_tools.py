@@ -77,3 +77,90 @@ def test_inferencer_draws_rank_rows_and_checks_first(ranked_run, tmp_path):
         inferencer(['id:5', 'disc-g1'], guidance='fine_grained',
                    reference='genus', out_dir=str(tmp_path / 'refused'))
     assert not osp.exists(tmp_path / 'refused')
+
+
+def new_species_folder(root, ranked_data):
+    """Two new species of 5 images each: one in an existing genus
+    (cross-g0), one in a new genus of a new family."""
+    import shutil
+    image = osp.join(ranked_data, 'cross', 'cross-g0', 'cross-g0-hue060-dark',
+                     '0000.png')
+    for folder in ('cross/cross-g0/cross-g0-new', 'newfam/newfam-g0/newfam-sp'):
+        os.makedirs(osp.join(root, folder))
+        for n in range(5):
+            shutil.copy(image, osp.join(root, folder, f'{n}.png'))
+    return str(root)
+
+
+def add_species(*args):
+    return subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools/add_species.py'), *args],
+        capture_output=True, text=True)
+
+
+def test_add_species_trains_only_new_rows_from_their_ancestors(
+        ranked_run, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from finediffusion.delta import export_delta
+    from finediffusion.inference import load_for_sampling
+    from finediffusion.models.tiered_dit import CLASS_TABLE
+    from finediffusion.weights_only import load_weights
+    config, ckpt, work = ranked_run
+    data = new_species_folder(tmp_path / 'new', ranked_run_data(config))
+    out = str(tmp_path / 'added')
+    run = add_species(config, ckpt, '--data', data, '--work-dir', out,
+                      '--iters', '3')
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert '2 new species (10 images), new ancestors: 1 genus, 1 family' \
+        in run.stdout
+    old_delta = str(tmp_path / 'old.safetensors')
+    export_delta(ckpt, old_delta)
+    old, new = load_file(old_delta), load_file(osp.join(out,
+                                                        'delta.safetensors'))
+    key = f'backbone.{CLASS_TABLE}'
+    assert set(old) == set(new)
+    for name in set(old) - {key, 'backbone.y_embedder.sub2super'}:
+        assert torch.equal(old[name], new[name]), name
+    # Rows: 80 species, 20 genera, 10 families, null -> 82, 21, 11, null.
+    before, after = old[key], new[key]
+    kept = list(range(80)) + list(range(82, 102)) + list(range(103, 113)) \
+        + [114]
+    assert after.shape[0] == before.shape[0] + 4
+    assert torch.equal(after[kept], before)
+    # The new rows started at their nearest existing ancestor's row (the
+    # genus cross-g0, row 80; the null row for the new family) and trained.
+    start = load_weights(osp.join(out, 'start.pth'))['state_dict'][key]
+    assert torch.equal(start[80], before[80]) and torch.equal(
+        start[81], before[-1]) and torch.equal(start[102], before[-1])
+    assert not torch.equal(after[80], start[80])
+    # Existing species sample bit-identically.
+    images = []
+    for cfg, weights in ((config, ckpt), (osp.join(out, 'add_species.py'),
+                                          osp.join(out,
+                                                   'delta.safetensors'))):
+        model, taxonomy = load_for_sampling(cfg, weights)
+        images.append(model.sample(torch.tensor([0, 5, 79]), 3,
+                                   generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(*images)
+    assert taxonomy.resolve('cross-g0-new') == [80]
+
+
+def ranked_run_data(config):
+    from mmengine.config import Config
+    return Config.fromfile(config).taxonomy.data_root
+
+
+def test_add_species_refuses_known_species_and_keeps_the_work_dir(
+        ranked_run, tmp_path):
+    config, ckpt, _ = ranked_run
+    data = ranked_run_data(config)
+    out = str(tmp_path / 'refused')
+    run = add_species(config, ckpt, '--data', data, '--work-dir', out)
+    assert run.returncode == 1 and 'in the model already' in run.stderr
+    assert not osp.exists(out)
+    os.makedirs(out)
+    open(osp.join(out, 'mine.txt'), 'w').close()
+    run = add_species(config, ckpt, '--data', data, '--work-dir', out)
+    assert run.returncode == 1 and 'already holds files' in run.stderr
+    assert os.listdir(out) == ['mine.txt']

@@ -206,6 +206,13 @@ class Taxonomy:
         k = rank if isinstance(rank, int) else self.rank_index(rank)
         return (self.rank_names + [self.super_names])[k]
 
+    def lineage(self, sub: int) -> Tuple[str, ...]:
+        """The ancestor names of subclass ``sub``, finest rank first, as
+        :meth:`from_lineages` takes them."""
+        return tuple(
+            self.ancestor_names(k)[self.table(k)[sub]]
+            for k in range(len(self.ancestor_ranks)))
+
     def label(self, sub: int) -> str:
         """A display label: name (common name) / superclass."""
         common = self.common_names[sub] if self.common_names else ''

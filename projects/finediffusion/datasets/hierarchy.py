@@ -91,7 +91,9 @@ def _read_annotations(path: str, columns: Sequence[str]) -> List[Row]:
 
 def read_hierarchy(data_root: str,
                    ann_file: Optional[str] = None,
-                   ranks: Sequence[str] = ()) -> Tuple[Taxonomy, List]:
+                   ranks: Sequence[str] = (),
+                   taxonomy_file: Optional[str] = None
+                   ) -> Tuple[Taxonomy, List]:
     """Subclass ids follow (lineage, subclass) name order, coarse to fine,
     so that the subclasses of an ancestor are adjacent.
 
@@ -101,10 +103,13 @@ def read_hierarchy(data_root: str,
         ann_file (str, optional): A CSV or JSON annotation file.
         ranks (Sequence[str]): Ancestor ranks, finest first; empty for two
             tiers (a ``superclass`` column or folder level).
+        taxonomy_file (str, optional): A saved taxonomy whose ids the
+            samples take (see :func:`_fixed_ids`).
 
     Raises:
         ValueError: For no image, a subclass without an ancestor at a rank,
-            or a subclass (or ancestor) under two different parents.
+            or a subclass (or ancestor) under two different parents; with
+            ``taxonomy_file``, a subclass it lacks or places elsewhere.
     """
     columns = list(ranks) or ['superclass']
     rows = (_read_annotations(ann_file, columns) if ann_file else
@@ -121,12 +126,40 @@ def read_hierarchy(data_root: str,
             f'subclass {clash[0]!r} appears under '
             f'{"superclasses" if len(columns) == 1 else "ancestors"} '
             f'{_shown(clash[1])} and {_shown(clash[2])}')
+    if taxonomy_file:
+        return _fixed_ids(taxonomy_file, ranks, rows)
     pairs = sorted({(tuple(reversed(line)), sub) for _, sub, line in rows})
     sub_ids = {sub: i for i, (_, sub) in enumerate(pairs)}
     taxonomy = Taxonomy.from_lineages(
         [sub for _, sub in pairs],
         [tuple(reversed(path)) for path, _ in pairs], ranks)
     return taxonomy, [(path, sub_ids[sub]) for path, sub, _ in rows]
+
+
+def _fixed_ids(taxonomy_file: str, ranks: Sequence[str],
+               rows: List[Row]) -> Tuple[Taxonomy, List]:
+    """The taxonomy saved in ``taxonomy_file`` and the samples labelled
+    with its ids.
+
+    Raises:
+        ValueError: For other ranks than ``ranks``, or an annotated
+            subclass the file lacks or gives other ancestors, naming it.
+    """
+    with open(taxonomy_file) as f:
+        taxonomy = Taxonomy.from_dict(json.load(f))
+    if taxonomy.ranks != list(ranks):
+        raise ValueError(f'{taxonomy_file} has ranks {taxonomy.ranks}, the '
+                         f'dataset {list(ranks)}')
+    ids = {name: i for i, name in enumerate(taxonomy.names)}
+    for _, sub, line in rows:
+        if sub not in ids:
+            raise ValueError(f'subclass {sub!r} is not in {taxonomy_file}')
+        if taxonomy.lineage(ids[sub]) != line:
+            raise ValueError(
+                f'subclass {sub!r} is under {_shown(line)} in the data but '
+                f'under {_shown(taxonomy.lineage(ids[sub]))} in '
+                f'{taxonomy_file}')
+    return taxonomy, [(path, ids[sub]) for path, sub, _ in rows]
 
 
 def _shown(lineage: Tuple[str, ...]) -> str:
@@ -150,23 +183,32 @@ class HierarchyDataset(TieredImageDataset):
         ranks (Sequence[str]): The ancestor ranks, finest first, the last
             the superclass (e.g. ``('genus', 'family')``); empty for two
             tiers. Defaults to ().
+        taxonomy_file (str, optional): A saved taxonomy (the JSON of
+            ``Taxonomy.to_dict``, as ``tools/add_species.py`` writes) that
+            fixes the ids, instead of name order; every annotated subclass
+            must be in it with the same ancestors. Defaults to None.
         **kwargs: Passed to MMEngine's ``BaseDataset``.
     """
 
     def __init__(self, data_root: str, ann_file: Optional[str] = None,
-                 ranks: Sequence[str] = (), **kwargs) -> None:
+                 ranks: Sequence[str] = (),
+                 taxonomy_file: Optional[str] = None, **kwargs) -> None:
         self.ranks = tuple(ranks)
+        self.taxonomy_file = taxonomy_file
         super().__init__(data_root=data_root, ann_file=ann_file or '',
                          **kwargs)
 
     @classmethod
     def read_taxonomy(cls, data_root: str, ann_file: Optional[str] = None,
-                      ranks: Sequence[str] = (), **_) -> Taxonomy:
+                      ranks: Sequence[str] = (),
+                      taxonomy_file: Optional[str] = None,
+                      **_) -> Taxonomy:
         """The taxonomy of a dataset spec, from its folders or annotation
         file alone (see :func:`finediffusion.taxonomy.read_taxonomy`)."""
         path = osp.join(data_root, ann_file) if ann_file else None
-        return read_hierarchy(data_root, path, tuple(ranks))[0]
+        return read_hierarchy(data_root, path, tuple(ranks),
+                              taxonomy_file)[0]
 
     def read(self):
         return read_hierarchy(self.data_root, self.ann_file or None,
-                              self.ranks)
+                              self.ranks, self.taxonomy_file)

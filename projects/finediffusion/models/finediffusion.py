@@ -17,7 +17,7 @@ from .data_preprocessor import DiTDataPreprocessor
 from .ema import TrainableEMA
 from .float8 import convert_frozen_linears
 from .guidance import TieredGuidance
-from .peft import apply_trainable
+from .peft import apply_trainable, train_rows_only
 from .sampling import build_sampler, build_scheduler
 from .tiered_dit import CLASS_PARAMS, CLASS_TABLE
 
@@ -62,6 +62,11 @@ class FineDiffusion(BaseModel):
             'finediffusion'.
         ema_decay (float, optional): Decay of the EMA of the trainable
             parameters; None keeps no EMA. Defaults to 0.9999 (DiT).
+        train_only_rows (Sequence[int], optional): Only these rows of the
+            class table change in training; every other trainable tensor
+            keeps its value under an optimizer without weight decay
+            (:func:`peft.train_rows_only`; ``tools/add_species.py``'s new
+            species). None: all of ``trainable`` trains. Defaults to None.
         diffusion (dict): The :class:`DiTDiffusion` config; its
             ``learn_sigma`` follows the backbone (variance channels or not).
         guidance (dict): The :class:`TieredGuidance` config used to sample
@@ -125,6 +130,7 @@ class FineDiffusion(BaseModel):
                  vae: Optional[ModelType] = None,
                  trainable: Union[str, Sequence[str]] = 'finediffusion',
                  ema_decay: Optional[float] = 0.9999,
+                 train_only_rows: Optional[Sequence[int]] = None,
                  diffusion: dict = dict(type='DiTDiffusion'),
                  guidance: dict = dict(type='TieredGuidance'),
                  scheduler: Optional[dict] = None,
@@ -154,6 +160,8 @@ class FineDiffusion(BaseModel):
                 f'({CLASS_TABLE}) frozen at its random initialization; add '
                 f"'{CLASS_PARAMS}' (BitFit of a new taxonomy: "
                 f"['{CLASS_PARAMS}', '*.bias'])")
+        if train_only_rows is not None:
+            train_rows_only(self.backbone, self.trainable, train_only_rows)
         self.ema = (TrainableEMA(self.backbone, self.trainable, ema_decay)
                     if ema_decay is not None else None)
         # A backbone without variance channels (learn_sigma=False) is

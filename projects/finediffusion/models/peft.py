@@ -2,9 +2,10 @@
 from fnmatch import fnmatchcase
 from typing import List, Sequence, Tuple, Union
 
+import torch
 from torch import nn
 
-from .tiered_dit import CLASS_PARAMS
+from .tiered_dit import CLASS_PARAMS, CLASS_TABLE
 
 # Parameter-name patterns (fnmatch) of the trainable sets compared in the
 # paper. Names are relative to the TieredDiT backbone.
@@ -73,3 +74,36 @@ def trainable_count(module: nn.Module) -> Tuple[int, int]:
     params = list(module.parameters())
     return (sum(p.numel() for p in params if p.requires_grad),
             sum(p.numel() for p in params))
+
+
+def train_rows_only(backbone: nn.Module, trainable: Sequence[str],
+                    rows: Sequence[int]) -> None:
+    """Lets only ``rows`` of the class table change in training.
+
+    Zeroes, in backward, the gradient of every other row and of every other
+    trainable tensor, which stay trainable so that checkpoints and deltas
+    still hold them: under an optimizer without weight decay (AdamW's
+    moments stay zero) they keep their values exactly, and so does their
+    EMA. ``tools/add_species.py`` trains new species this way.
+
+    Args:
+        backbone (nn.Module): The TieredDiT, its trainable set applied.
+        trainable (Sequence[str]): Its trainable parameter names.
+        rows (Sequence[int]): Rows of the class table
+            (:data:`tiered_dit.CLASS_TABLE`), each in range.
+
+    Raises:
+        ValueError: For no rows, or a row outside the table, naming it.
+    """
+    params = dict(backbone.named_parameters())
+    table = params[CLASS_TABLE]
+    outside = sorted(r for r in set(rows) if not 0 <= r < len(table))
+    if not rows or outside:
+        raise ValueError(f'train_only_rows must be rows of the class table '
+                         f'(0 to {len(table) - 1}), got {outside or "none"}')
+    mask = torch.zeros(len(table), 1, device=table.device)
+    mask[list(rows)] = 1
+    table.register_hook(lambda grad: grad * mask.to(grad))
+    for name in trainable:
+        if name != CLASS_TABLE:
+            params[name].register_hook(torch.zeros_like)
