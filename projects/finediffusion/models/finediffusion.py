@@ -150,16 +150,7 @@ class FineDiffusion(BaseModel):
         if self.vae is not None:
             self.vae.requires_grad_(False)
         self.trainable = apply_trainable(self.backbone, trainable)
-        if not self.backbone.class_table.requires_grad:
-            # The table is new (the base DiT's rows are ImageNet's classes,
-            # never loaded): frozen, it would stay at its random init, which
-            # checkpoints and deltas, holding only trained tensors, do not
-            # save, so that every load would condition on other noise.
-            raise ValueError(
-                f'trainable={trainable!r} leaves the class table '
-                f'({CLASS_TABLE}) frozen at its random initialization; add '
-                f"'{CLASS_PARAMS}' (BitFit of a new taxonomy: "
-                f"['{CLASS_PARAMS}', '*.bias'])")
+        _check_class_table_trains(self.backbone, trainable)
         if train_only_rows is not None:
             train_rows_only(self.backbone, self.trainable, train_only_rows)
         self.ema = (TrainableEMA(self.backbone, self.trainable, ema_decay)
@@ -546,6 +537,20 @@ class FineDiffusion(BaseModel):
         raise ValueError(f"FineDiffusion supports modes 'loss' and "
                          f"'predict', got {mode!r}")
 
+
+
+def _check_class_table_trains(backbone: nn.Module, trainable) -> None:
+    """Refuses a trainable set that freezes the class table."""
+    if not backbone.class_table.requires_grad:
+        # The table is new (the base DiT's rows are ImageNet's classes,
+        # never loaded): frozen, it would stay at its random init, which
+        # checkpoints and deltas, holding only trained tensors, do not
+        # save, so that every load would condition on other noise.
+        raise ValueError(
+            f'trainable={trainable!r} leaves the class table '
+            f'({CLASS_TABLE}) frozen at its random initialization; add '
+            f"'{CLASS_PARAMS}' (BitFit of a new taxonomy: "
+            f"['{CLASS_PARAMS}', '*.bias'])")
 
 def _request_fields(request: dict,
                     data_samples: Optional[DataSample]) -> DataSample:
