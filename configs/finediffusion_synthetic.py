@@ -68,6 +68,19 @@ demo = dict(
     # +-3 points on a paired gain.
     samples_per_class=10,
     sample_batch=500,
+    # --ranks: the three-level benchmark on the ranked set (80 species in
+    # 20 genera and 10 families): images per species of its splits; every
+    # tenth species held out and added later from `shots` images in
+    # `new_species_iters` steps (tools/add_species.py); the hierarchical
+    # guidance's scales compared (null > family, family > genus, genus >
+    # species; equal scales would be standard CFG).
+    ranks=dict(
+        images_per_class=dict(train=100, val=20),
+        held_out_every=10,
+        shots=5,
+        new_species_iters=100,
+        hierarchical_scales=[[2., 1., 2.], [1.5, 2., 3.], [2., 2., 3.],
+                             [2., 3., 4.]]),
     experiment=dict(
         guidance_scales=[1., 2., 3., 4., 5., 6.],
         # PEFT against the paper's baselines, each a fine-tuning run of this

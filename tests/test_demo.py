@@ -40,6 +40,8 @@ demo = dict(
     images_per_class=dict(base=2, fine=2, val=2),
     samples_per_class=2,
     sample_batch=100,
+    ranks=dict(images_per_class=dict(train=2, val=2), shots=1,
+               new_species_iters=2, hierarchical_scales=[[1., 2., 2.]]),
     experiment=dict(methods=dict(
         full=dict(options={{'optim_wrapper.optimizer.lr': 1e-3}}))))
 """)
@@ -95,6 +97,28 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, monkeypatch,
     out = capsys.readouterr().out
     for stage in ('judge', 'pretrain', 'finetune'):
         assert f'[{stage}] reusing' in out
+
+
+def test_demo_ranks_benchmark_runs_every_table(tmp_path, monkeypatch,
+                                              capsys):
+    demo = load_tool('demo')
+    monkeypatch.setitem(demo.SCALES, 'cpu', smoke_configs(tmp_path))
+    work_dir = str(tmp_path / 'work')
+    monkeypatch.setattr(sys, 'argv', [
+        'demo.py', '--scale', 'cpu', '--work-dir', work_dir, '--data-root',
+        str(tmp_path / 'data'), '--ranks'])
+    demo.main()
+    with open(osp.join(work_dir, 'ranks_metrics.json')) as f:
+        metrics = json.load(f)['ranks']
+    assert len(metrics['held_out']) == 8
+    # Adding species leaves the existing ones' samples bit-identical.
+    assert metrics['existing_identical'] == dict(
+        ancestor=True, null=True, random=True)
+    two, guidance, new = metrics['tables']
+    assert len(two.splitlines()) == 2 + 6
+    assert len(guidance.splitlines()) == 2 + 5
+    assert len(new.splitlines()) == 2 + 6
+    assert 'genus top-1' in capsys.readouterr().out
 
 
 def test_paired_difference_resamples_whole_classes():

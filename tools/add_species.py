@@ -30,6 +30,7 @@ from typing import List, Optional, Tuple
 import torch
 
 import finediffusion  # noqa: F401,I001  (compatibility fixes first)
+from mmengine.config import DictAction
 from finediffusion.cli import positive_int
 from finediffusion.config import load_config
 from finediffusion.datasets.hierarchy import read_hierarchy
@@ -71,6 +72,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--base', help='official DiT checkpoint (default: '
                         "the config's model.backbone.pretrained)")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override entries of the config, as '
+                        'tools/train.py takes them')
     parser.add_argument('--prepare-only', action='store_true',
                         help='write the start checkpoint and the config, '
                         'do not train')
@@ -184,7 +188,7 @@ def prepare(args: argparse.Namespace) -> str:
     """Writes the inputs, start.pth and add_species.py, all checked first;
     returns the config's path."""
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, args.cfg_options)
         old_model, old = load_for_sampling(cfg, args.weights, args.base)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f'error: {error}')

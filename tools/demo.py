@@ -9,6 +9,7 @@ skipped when done with the same settings): image sets, judge, base TieredDiT
 
     python tools/demo.py                 # 2 CPU cores: about 9 minutes
     python tools/demo.py --scale gpu --experiment  # + scale sweep, baselines
+    python tools/demo.py --scale gpu --ranks  # species, genus, family
 """
 import argparse
 import hashlib
@@ -26,10 +27,13 @@ from finediffusion.cli import cfg_options
 from finediffusion.config import load_config
 from finediffusion.datasets.synthetic import write_synthetic_hierarchy
 from finediffusion.evaluation import guidance_comparison as guidance, report
+from finediffusion.evaluation import rank_benchmark as ranks
 from finediffusion.evaluation.judge import Judge, SampleJudge
 from finediffusion.inference import export_base, load_for_sampling
 from finediffusion.models import FineDiffusion
 from finediffusion.models.peft import trainable_count
+from finediffusion.new_species import INITS
+from finediffusion.taxonomy import Taxonomy
 from finediffusion.tool_runs import ToolFailed, run_logged, train_speed
 from finediffusion.visualization import sample_grid
 
@@ -47,6 +51,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--data-root', default='data/synthetic')
     parser.add_argument('--experiment', action='store_true', help='also '
                         'the guidance-scale sweep and PEFT against baselines')
+    parser.add_argument('--ranks', action='store_true', help='only the '
+                        'three-level benchmark (species, genus, family) on '
+                        'the base model')
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args()
 
@@ -74,15 +81,18 @@ class Stages:
                           if self.device == 'cpu' and amx() else {})
         self.base = osp.join(data_root, 'base')
         self.fine = osp.join(data_root, 'fine')
+        self.ranked = osp.join(data_root, 'ranked')
 
-    def data(self) -> None:
-        """Writes the synthetic image sets (unless they are there)."""
+    def data(self, fine: bool = True) -> None:
+        """Writes the synthetic image sets (unless they are there): the
+        base set, and the fine one unless ``fine`` is False."""
         n, workers = self.demo.images_per_class, min(8, os.cpu_count() or 1)
         write_synthetic_hierarchy(self.base, 'base', {'train': n.base},
                                   seed=self.seed, workers=workers)
-        write_synthetic_hierarchy(self.fine, 'fine', {'train': n.fine,
-                                                      'val': n.val},
-                                  seed=self.seed + 1, workers=workers)
+        if fine:
+            write_synthetic_hierarchy(self.fine, 'fine', {'train': n.fine,
+                                                          'val': n.val},
+                                      seed=self.seed + 1, workers=workers)
 
     def train(self, stage: str, config: str, options: Dict) -> dict:
         """Runs tools/train.py once per resolved config and options; returns
@@ -147,9 +157,14 @@ class Stages:
 
     def load(self, record: dict) -> FineDiffusion:
         """The fine-tuned FineDiffusion of a finetune stage's record."""
+        return self.loaded(record)[0]
+
+    def loaded(self, record: dict) -> Tuple[FineDiffusion, Taxonomy]:
+        """The fine-tuned FineDiffusion of a finetune stage's record, and
+        its taxonomy."""
         cfg = _config(self.configs['finetune'], record['stamp']['options'])
         return load_for_sampling(cfg, record['checkpoint'],
-                                 device=self.device)[0]
+                                 device=self.device)
 
     def sampler(self, model: FineDiffusion,
                 labels: torch.Tensor) -> guidance.Sampler:
@@ -199,6 +214,122 @@ def experiment(stages: Stages, base: str, model: FineDiffusion,
     return dict(guidance_sweep=sweep, methods=methods)
 
 
+def ranked_judge(stages: Stages, folders: Dict[str, str]) -> SampleJudge:
+    """The judge of the ranked set (all its species), and its held-out
+    real images with genus and family."""
+    record = stages.train('ranks_judge', stages.configs['judge'], {
+        'num_classes': len(ranks.read_names(folders['train'])),
+        'train_dataloader.dataset.data_root': folders['train'],
+        'train_dataloader.dataset.ann_file': 'annotations.csv',
+        'val_dataloader.dataset.data_root': folders['val'],
+        'val_dataloader.dataset.ann_file': 'annotations.csv'})
+    judge = Judge(stages.configs['judge'], record['checkpoint'],
+                  stages.device)
+    return SampleJudge(judge, folders['val'], ranks.RANKS)
+
+
+def tiers_options(stages: Stages, base: str, train_root: str, known: str,
+                  tiers: int) -> Dict:
+    """The fine-tuning options of the known species in two tiers
+    (species, family) or three (species, genus, family)."""
+    options = {'data_root': train_root, 'taxonomy.ann_file': known,
+               'model.backbone.pretrained': base, **stages.precision}
+    if tiers == 3:
+        options['taxonomy.ranks'] = list(ranks.RANKS)
+    return options
+
+
+def add_species(stages: Stages, record: dict, options: Dict,
+                train_root: str, new: str, init: str) -> str:
+    """tools/add_species.py on a three-tier run (reused when done); the
+    work dir, with its add_species.py config and delta."""
+    work_dir = osp.join(stages.work_dir, f'ranks_new_{init}')
+    if osp.isfile(osp.join(work_dir, 'delta.safetensors')):
+        print(f'[new species, {init} start] reusing {work_dir}')
+        return work_dir
+    plan = stages.demo.ranks
+    try:
+        seconds = run_logged([
+            sys.executable, osp.join(ROOT, 'tools', 'add_species.py'),
+            stages.configs['finetune'], record['checkpoint'], '--data',
+            train_root, '--ann-file', new, '--work-dir', work_dir,
+            '--init', init, '--iters', str(plan.new_species_iters),
+            '--seed', str(stages.seed), '--cfg-options',
+            *cfg_options(options)], work_dir + '.log')
+    except ToolFailed as error:
+        raise SystemExit(f'[new species] {error}')
+    print(f'[new species, {init} start] {seconds} s', flush=True)
+    return work_dir
+
+
+def ranks_experiment(stages: Stages, base: str) -> dict:
+    """Two against three tiers, guidance from each rank, and new species
+    from a few images by their start (the README's three tables)."""
+    plan = stages.demo.ranks
+    folders = write_synthetic_hierarchy(
+        stages.ranked, 'ranked', dict(plan.images_per_class),
+        seed=stages.seed + 2, workers=min(8, os.cpu_count() or 1))
+    split = ranks.split_species(folders['train'],
+                                osp.join(stages.work_dir, 'ranks'),
+                                plan.held_out_every, plan.shots)
+    judge = ranked_judge(stages, folders)
+    print(f'[judge] ranked held-out real images: species top-1 '
+          f'{judge.accuracy["subclass_top1"]:.1%}', flush=True)
+    draw = ranks.Draw(stages.seed, stages.demo.sample_batch, stages.device,
+                      stages.demo.samples_per_class)
+    scale = _config(stages.configs['finetune']).model.guidance.scale
+    rows, runs = [], {}
+    for tiers in (2, 3):
+        options = tiers_options(stages, base, folders['train'],
+                                split['known'], tiers)
+        record = stages.train(f'ranks_{tiers}_tiers',
+                              stages.configs['finetune'], options)
+        model, taxonomy = stages.loaded(record)
+        runs[tiers] = (model, taxonomy, record, options)
+        rows += ranks.tiers_rows(draw, model, taxonomy, tiers, judge, scale)
+    tables = [report.print_table('Two tiers against three, same budget',
+                                 ranks.level_table('training, guidance',
+                                                   rows))]
+    model, taxonomy, record, options = runs[3]
+    tables.append(report.print_table(
+        'Guidance from each rank (three-tier model)',
+        ranks.level_table('guidance', ranks.guidance_rows(
+            draw, model, taxonomy, judge, scale,
+            plan.hierarchical_scales))))
+    new_rows, identical = [], {}
+    for init in INITS:
+        work_dir = add_species(stages, record, options, folders['train'],
+                               split['new'], init)
+        grown, grown_taxonomy = load_for_sampling(
+            osp.join(work_dir, 'add_species.py'),
+            osp.join(work_dir, 'delta.safetensors'), device=stages.device)
+        identical[init] = ranks.same_samples(draw, model, grown, range(8))
+        new_rows += ranks.new_species_rows(draw, grown, grown_taxonomy,
+                                           len(taxonomy.names), init, judge,
+                                           scale)
+    tables.append(report.print_table(
+        f'New species from {plan.shots} images each, '
+        f'{plan.new_species_iters} steps, by start (existing species '
+        f'sample identically: {identical})',
+        ranks.level_table('start, guidance', new_rows)))
+    return dict(tables=tables, judge_real=judge.accuracy,
+                held_out=split['held_out'], existing_identical=identical)
+
+
+def ranks_main(stages: Stages, scale: str, work_dir: str,
+               start: float) -> None:
+    """``--ranks``: the base model and the three-level benchmark, its
+    tables printed and written to ranks_metrics.json."""
+    base, _ = stages.pretrain()
+    metrics = dict(scale=scale, device=stages.device,
+                   ranks=ranks_experiment(stages, base),
+                   total_seconds=round(time.time() - start, 1))
+    path = osp.join(work_dir, 'ranks_metrics.json')
+    with open(path, 'w') as f:
+        json.dump(metrics, f, indent=2)
+    print(f'Metrics: {path}\nTotal: {metrics["total_seconds"]:.0f} s')
+
+
 def main() -> None:
     """Runs (or reuses) every stage and writes the grid and metrics."""
     args = parse_args()
@@ -208,8 +339,10 @@ def main() -> None:
     start = time.time()
     print(f'FineDiffusion demo, scale {scale!r}, device {stages.device}, '
           f'{torch.get_num_threads()} CPU threads', flush=True)
-    stages.data()
+    stages.data(fine=not args.ranks)
     print(f'[data] {time.time() - start:.0f} s', flush=True)
+    if args.ranks:
+        return ranks_main(stages, scale, args.work_dir, start)
     judge = stages.judge()
     print(f'[judge] held-out real images: subclass top-1 '
           f'{judge.accuracy["subclass_top1"]:.1%}, superclass top-1 '

@@ -17,6 +17,8 @@ demo = dict(
     images_per_class=dict(base=1000, fine=400, val=50),
     amp=True,
     sample_batch=2000,
+    ranks=dict(images_per_class=dict(train=400, val=50),
+               new_species_iters=200),
     experiment=dict(
         # The pretraining learning rate of this scale.
         methods=dict(
