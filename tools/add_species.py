@@ -46,6 +46,7 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def parse_args() -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='the training config of the weights')
     parser.add_argument('weights', help='a delta (.safetensors) or a '
@@ -220,6 +221,8 @@ def prepare(args: argparse.Namespace) -> str:
 
 
 def main() -> None:
+    """Prepares the grown model, trains its new rows and exports the
+    delta; a non-empty work dir is refused before anything is read."""
     args = parse_args()
     if osp.isdir(args.work_dir) and os.listdir(args.work_dir):
         raise SystemExit(f'error: --work-dir {args.work_dir} already holds '
